@@ -1,0 +1,199 @@
+//! A small canal client: the same protocol canal's Java, Go and Python clients speak, for the tail command, tests and
+//! Rust consumers.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::error::{Error, Result};
+use crate::proto::Entry;
+use crate::proto::packet::{self, Packet, PacketType};
+use crate::server::{auth, frame};
+
+/// One batch received from the server; `batch_id` is -1 when there was nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Message {
+    pub batch_id: i64,
+    pub entries: Vec<Entry>,
+}
+
+/// How long a get may wait on the server for a full batch.
+#[derive(Clone, Copy, Debug)]
+pub enum GetWait {
+    /// Return at once (timeout -1).
+    No,
+    /// Wait for a full batch or this long.
+    Up(Duration),
+}
+
+/// A connected, authenticated client.
+pub struct CanalClient {
+    framed: Framed<TcpStream, LengthDelimitedCodec>,
+    destination: String,
+    client_id: String,
+}
+
+fn request(packet_type: PacketType, body: impl prost::Message) -> Bytes {
+    Packet {
+        r#type: packet_type as i32,
+        body: body.encode_to_vec().into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
+}
+
+impl CanalClient {
+    /// Connects to `address`, reads the handshake and authenticates.
+    pub async fn connect(address: &str, username: &str, password: &str) -> Result<Self> {
+        let socket = TcpStream::connect(address)
+            .await
+            .map_err(|e| Error::io(format!("cannot connect to canal server {address}"), e))?;
+        socket.set_nodelay(true).map_err(|e| Error::io("set TCP_NODELAY", e))?;
+        let mut client = Self {
+            framed: Framed::new(socket, frame::codec(frame::MAX_RESPONSE_FRAME)),
+            destination: String::new(),
+            client_id: String::new(),
+        };
+        let handshake = client.read().await?;
+        if handshake.r#type != PacketType::Handshake as i32 {
+            return Err(Error::Protocol(format!(
+                "expected HANDSHAKE, got packet type {}",
+                handshake.r#type
+            )));
+        }
+        let hello = packet::Handshake::decode(handshake.body).map_err(|e| Error::Protocol(e.to_string()))?;
+        let auth = packet::ClientAuth {
+            username: username.to_string(),
+            password: Bytes::from(auth::scramble(password, &hello.seeds)),
+            ..Default::default()
+        };
+        client.send(request(PacketType::Clientauthentication, auth)).await?;
+        client.expect_ack().await?;
+        Ok(client)
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<()> {
+        self.framed
+            .send(bytes)
+            .await
+            .map_err(|e| Error::io("cannot send to canal server", e))
+    }
+
+    async fn read(&mut self) -> Result<Packet> {
+        let frame = self
+            .framed
+            .next()
+            .await
+            .ok_or_else(|| Error::Protocol("the server closed the connection".into()))?
+            .map_err(|e| Error::io("cannot read from canal server", e))?;
+        let packet = Packet::decode(frame.freeze()).map_err(|e| Error::Protocol(e.to_string()))?;
+        if packet.r#type == PacketType::Ack as i32 {
+            let ack = packet::Ack::decode(packet.body.clone()).map_err(|e| Error::Protocol(e.to_string()))?;
+            if let Some(packet::ack::ErrorCodePresent::ErrorCode(code)) = ack.error_code_present
+                && code != 0
+            {
+                return Err(Error::Server {
+                    code,
+                    message: ack.error_message,
+                });
+            }
+        }
+        Ok(packet)
+    }
+
+    async fn expect_ack(&mut self) -> Result<()> {
+        let packet = self.read().await?;
+        if packet.r#type != PacketType::Ack as i32 {
+            return Err(Error::Protocol(format!(
+                "expected ACK, got packet type {}",
+                packet.r#type
+            )));
+        }
+        Ok(())
+    }
+
+    /// Subscribes to `destination` as `client_id`. A non-empty filter replaces the server's include list.
+    pub async fn subscribe(&mut self, destination: &str, client_id: &str, filter: &str) -> Result<()> {
+        self.destination = destination.to_string();
+        self.client_id = client_id.to_string();
+        let sub = packet::Sub {
+            destination: destination.into(),
+            client_id: client_id.into(),
+            filter: filter.into(),
+        };
+        self.send(request(PacketType::Subscription, sub)).await?;
+        self.expect_ack().await
+    }
+
+    pub async fn unsubscribe(&mut self) -> Result<()> {
+        let unsub = packet::Unsub {
+            destination: self.destination.clone(),
+            client_id: self.client_id.clone(),
+            filter: String::new(),
+        };
+        self.send(request(PacketType::Unsubscription, unsub)).await?;
+        self.expect_ack().await
+    }
+
+    /// Fetches the next batch without acknowledging it. `fetch_size` counts entries or memory units, as the
+    /// server's batch mode says.
+    pub async fn get_without_ack(&mut self, fetch_size: i32, wait: GetWait) -> Result<Message> {
+        let (timeout, unit) = match wait {
+            GetWait::No => (-1, 2),
+            GetWait::Up(d) => (d.as_millis().max(1) as i64, 2),
+        };
+        let get = packet::Get {
+            destination: self.destination.clone(),
+            client_id: self.client_id.clone(),
+            fetch_size,
+            timeout_present: Some(packet::get::TimeoutPresent::Timeout(timeout)),
+            unit_present: Some(packet::get::UnitPresent::Unit(unit)),
+            auto_ack_present: Some(packet::get::AutoAckPresent::AutoAck(false)),
+        };
+        self.send(request(PacketType::Get, get)).await?;
+        let packet = self.read().await?;
+        if packet.r#type != PacketType::Messages as i32 {
+            return Err(Error::Protocol(format!(
+                "expected MESSAGES, got packet type {}",
+                packet.r#type
+            )));
+        }
+        let messages = packet::Messages::decode(packet.body).map_err(|e| Error::Protocol(e.to_string()))?;
+        let entries = messages
+            .messages
+            .into_iter()
+            .map(Entry::decode)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Protocol(format!("undecodable entry: {e}")))?;
+        Ok(Message {
+            batch_id: messages.batch_id,
+            entries,
+        })
+    }
+
+    /// Acknowledges a batch. The server does not answer a successful ack; a refusal surfaces as the error of the
+    /// next request, exactly as with canal's own clients.
+    pub async fn ack(&mut self, batch_id: i64) -> Result<()> {
+        let ack = packet::ClientAck {
+            destination: self.destination.clone(),
+            client_id: self.client_id.clone(),
+            batch_id,
+        };
+        self.send(request(PacketType::Clientack, ack)).await
+    }
+
+    /// Rolls back one batch, or all of them for 0. Like ack, success has no reply.
+    pub async fn rollback(&mut self, batch_id: i64) -> Result<()> {
+        let rollback = packet::ClientRollback {
+            destination: self.destination.clone(),
+            client_id: self.client_id.clone(),
+            batch_id,
+        };
+        self.send(request(PacketType::Clientrollback, rollback)).await
+    }
+}

@@ -1,0 +1,510 @@
+//! Turns binlog events into canal Entries.
+//!
+//! One event yields at most one Entry, so an entry is identified by the binlog position of its event. The converter
+//! tracks the current binlog file and transaction, keeps the table maps, applies the table filter, and attaches to
+//! every entry the [`ResumePoint`] that reproduces the stream right after it.
+
+pub mod value;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mysql_common::binlog::consts::EventFlags;
+use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
+use mysql_common::binlog::row::BinlogRow;
+use prost::Message;
+
+use crate::ddl;
+use crate::error::{Error, Result};
+use crate::filter::TableFilter;
+use crate::position::{BinlogPosition, ResumePoint};
+use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, RowData, TransactionBegin, TransactionEnd};
+use crate::proto::{EntryType, EventType, pair};
+use crate::schema::TableInfo;
+
+/// MariaDB's GTID event, which mysql_common leaves undecoded.
+const MARIADB_GTID_EVENT: u8 = 162;
+/// MariaDB GTID flag: the event group has no BEGIN/COMMIT (DDL and non-transactional statements).
+const MARIADB_FL_STANDALONE: u8 = 1;
+/// canal lets an empty transaction (all its rows filtered out) through at most this often, so cursors still move.
+const EMPTY_TRANSACTION_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What kind of boundary an entry is; the store and cursors care about transaction ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Begin,
+    Row,
+    End,
+    /// DDL or another statement outside row events.
+    Statement,
+}
+
+/// An encoded Entry and what the rest of the pipeline needs to know about it without decoding it.
+#[derive(Clone, Debug)]
+pub struct Converted {
+    pub bytes: Bytes,
+    pub kind: EntryKind,
+    pub position: BinlogPosition,
+    /// Binlog event length: the unit of canal's MEMSIZE accounting.
+    pub event_length: u64,
+    /// Event time, milliseconds since the epoch.
+    pub execute_time: i64,
+    pub server_id: u32,
+    pub rows: usize,
+    /// Where to restart so that the next entry after this one comes first.
+    pub resume_after: ResumePoint,
+}
+
+/// Static conversion options.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub ddl: bool,
+    pub dcl: bool,
+    pub transaction_entries: bool,
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+struct Table {
+    map: TableMapEvent<'static>,
+    info: Arc<TableInfo>,
+}
+
+/// The conversion state for one binlog stream.
+pub struct Converter {
+    options: ConvertOptions,
+    filter: Arc<RwLock<TableFilter>>,
+    tables: HashMap<u64, Table>,
+    journal: String,
+    /// Offset of the event that opened the current transaction (GTID or BEGIN), if inside one.
+    txn_start: Option<u64>,
+    /// A GTID event seen before its BEGIN query (MySQL) or before a standalone statement (MariaDB).
+    gtid_start: Option<u64>,
+    pending_begin: Option<Converted>,
+    txn_has_content: bool,
+    last_empty_emit: Option<Instant>,
+    skip: Option<ResumePoint>,
+}
+
+/// Event header facts every entry needs.
+struct EventInfo {
+    offset: u64,
+    next: u64,
+    length: u64,
+    timestamp_ms: i64,
+    server_id: u32,
+}
+
+impl Converter {
+    /// A converter for a dump starting at `resume`: entries it covers were already delivered and are dropped.
+    pub fn new(options: ConvertOptions, filter: Arc<RwLock<TableFilter>>, resume: &ResumePoint) -> Self {
+        Self {
+            options,
+            filter,
+            tables: HashMap::new(),
+            journal: resume.start.journal_name.clone(),
+            txn_start: None,
+            gtid_start: None,
+            pending_begin: None,
+            txn_has_content: false,
+            last_empty_emit: None,
+            skip: resume.skip_through.is_some().then(|| resume.clone()),
+        }
+    }
+
+    /// The binlog file currently being read.
+    pub fn journal(&self) -> &str {
+        &self.journal
+    }
+
+    /// Converts one event; returns the entries to deliver, in order.
+    pub fn convert(&mut self, event: &Event) -> Result<Vec<Converted>> {
+        let header = event.header();
+        let raw_type = header.event_type_raw();
+        let log_pos = header.log_pos() as u64;
+        let length = header.event_size() as u64;
+        let artificial = log_pos == 0 || header.flags().contains(EventFlags::LOG_EVENT_ARTIFICIAL_F);
+        let info = EventInfo {
+            offset: log_pos.saturating_sub(length),
+            next: log_pos,
+            length,
+            timestamp_ms: header.timestamp() as i64 * 1000,
+            server_id: header.server_id(),
+        };
+        let position = format!("{}:{}", self.journal, info.offset);
+
+        if raw_type == MARIADB_GTID_EVENT {
+            return self.mariadb_gtid(event.data(), info).map_err(|message| Error::Decode {
+                position: position.clone(),
+                message,
+            });
+        }
+        let data = event.read_data().map_err(|e| Error::Decode {
+            position: position.clone(),
+            message: format!("event type {raw_type}: {e}"),
+        })?;
+        let produced = match data {
+            Some(EventData::RotateEvent(rotate)) => {
+                self.rotate(&rotate.name(), artificial);
+                Vec::new()
+            }
+            Some(EventData::TableMapEvent(tme)) => {
+                let info = TableInfo::from_table_map(&tme).map_err(|e| Error::Decode {
+                    position: position.clone(),
+                    message: e.to_string(),
+                })?;
+                self.tables.insert(
+                    tme.table_id(),
+                    Table {
+                        map: tme.into_owned(),
+                        info: Arc::new(info),
+                    },
+                );
+                Vec::new()
+            }
+            Some(EventData::GtidEvent(_)) => {
+                self.gtid_start = Some(info.offset);
+                Vec::new()
+            }
+            Some(EventData::QueryEvent(query)) => self.query(&query.query(), &query.schema(), query.thread_id(), &info),
+            Some(EventData::XidEvent(xid)) => self.end(xid.xid.to_string(), &info),
+            Some(EventData::RowsEvent(rows)) => self.rows(&rows, &info).map_err(|message| Error::Decode {
+                position: position.clone(),
+                message,
+            })?,
+            _ => Vec::new(),
+        };
+        Ok(self.skip_delivered(produced))
+    }
+
+    /// Drops entries a previous run already delivered (see [`ResumePoint`]).
+    fn skip_delivered(&mut self, produced: Vec<Converted>) -> Vec<Converted> {
+        let Some(skip) = &self.skip else {
+            return produced;
+        };
+        let mut kept = Vec::with_capacity(produced.len());
+        for entry in produced {
+            if skip.covers(&entry.position.journal_name, entry.position.position) {
+                continue;
+            }
+            kept.push(entry);
+        }
+        if !kept.is_empty() {
+            self.skip = None;
+        }
+        kept
+    }
+
+    fn rotate(&mut self, name: &str, artificial: bool) {
+        // The first artificial rotate of a connection arrives before the checksum setting is known, so its name can
+        // carry four checksum bytes (mysql_async issue #189). The dump was requested from a known file, so a name
+        // that merely extends the current one is that file.
+        if artificial && !self.journal.is_empty() && name.starts_with(self.journal.as_str()) {
+            return;
+        }
+        if name != self.journal {
+            tracing::info!(from = %self.journal, to = %name, "binlog rotated");
+            self.journal = name.to_string();
+        }
+    }
+
+    fn header(&self, info: &EventInfo, schema: &str, table: &str, event_type: Option<EventType>) -> Header {
+        Header {
+            version: Some(1),
+            logfile_name: Some(self.journal.clone()),
+            logfile_offset: Some(info.offset as i64),
+            server_id: Some(info.server_id as i64),
+            serveren_code: Some("UTF-8".into()),
+            execute_time: Some(info.timestamp_ms),
+            source_type: Some(canal::Type::Mysql as i32),
+            schema_name: Some(schema.to_string()),
+            table_name: Some(table.to_string()),
+            event_length: Some(info.length as i64),
+            event_type: event_type.map(|t| t as i32),
+            props: Vec::new(),
+            gtid: None,
+        }
+    }
+
+    fn converted(&self, entry: Entry, kind: EntryKind, info: &EventInfo, rows: usize) -> Converted {
+        let resume_after = match (kind, self.txn_start) {
+            (EntryKind::End, _) | (_, None) => ResumePoint::at(&self.journal, info.next),
+            (_, Some(start)) => ResumePoint {
+                start: BinlogPosition {
+                    journal_name: self.journal.clone(),
+                    position: start,
+                },
+                skip_through: Some(info.offset),
+            },
+        };
+        Converted {
+            bytes: Bytes::from(entry.encode_to_vec()),
+            kind,
+            position: BinlogPosition {
+                journal_name: self.journal.clone(),
+                position: info.offset,
+            },
+            event_length: info.length,
+            execute_time: info.timestamp_ms,
+            server_id: info.server_id,
+            rows,
+            resume_after,
+        }
+    }
+
+    fn begin(&mut self, thread_id: u32, info: &EventInfo) -> Vec<Converted> {
+        self.txn_start = Some(self.gtid_start.take().unwrap_or(info.offset));
+        self.txn_has_content = false;
+        let body = TransactionBegin {
+            thread_id: Some(thread_id as i64),
+            ..Default::default()
+        };
+        let entry = Entry {
+            header: Some(self.header(info, "", "", None)),
+            entry_type: Some(EntryType::Transactionbegin as i32),
+            store_value: Some(Bytes::from(body.encode_to_vec())),
+        };
+        let begin = self.converted(entry, EntryKind::Begin, info, 0);
+        // Held back until the transaction proves to have content, so filtered-out transactions cost nothing.
+        self.pending_begin = self.options.transaction_entries.then_some(begin);
+        Vec::new()
+    }
+
+    fn end(&mut self, transaction_id: String, info: &EventInfo) -> Vec<Converted> {
+        let body = TransactionEnd {
+            transaction_id: Some(transaction_id),
+            ..Default::default()
+        };
+        let entry = Entry {
+            header: Some(self.header(info, "", "", None)),
+            entry_type: Some(EntryType::Transactionend as i32),
+            store_value: Some(Bytes::from(body.encode_to_vec())),
+        };
+        let end = self.converted(entry, EntryKind::End, info, 0);
+        let begin = self.pending_begin.take();
+        let had_content = std::mem::take(&mut self.txn_has_content);
+        self.txn_start = None;
+        self.gtid_start = None;
+        if !self.options.transaction_entries {
+            return Vec::new();
+        }
+        if had_content {
+            return vec![end];
+        }
+        let due = self
+            .last_empty_emit
+            .is_none_or(|t| t.elapsed() >= EMPTY_TRANSACTION_INTERVAL);
+        if !due {
+            return Vec::new();
+        }
+        self.last_empty_emit = Some(Instant::now());
+        begin.into_iter().chain(Some(end)).collect()
+    }
+
+    /// Emits `entry` after the held-back BEGIN of its transaction.
+    fn content(&mut self, entry: Converted) -> Vec<Converted> {
+        self.txn_has_content = true;
+        self.pending_begin.take().into_iter().chain(Some(entry)).collect()
+    }
+
+    fn mariadb_gtid(&mut self, data: &[u8], info: EventInfo) -> std::result::Result<Vec<Converted>, String> {
+        // seq_no u64, domain_id u32, flags u8, all little-endian.
+        let flags = *data
+            .get(12)
+            .ok_or_else(|| format!("MariaDB GTID event too short ({} bytes)", data.len()))?;
+        if flags & MARIADB_FL_STANDALONE != 0 {
+            self.gtid_start = Some(info.offset);
+            return Ok(Vec::new());
+        }
+        self.gtid_start = Some(info.offset);
+        Ok(self.begin(0, &info))
+    }
+
+    fn query(&mut self, sql: &str, session_schema: &str, thread_id: u32, info: &EventInfo) -> Vec<Converted> {
+        let trimmed = sql.trim();
+        if trimmed.eq_ignore_ascii_case("BEGIN") {
+            return self.begin(thread_id, info);
+        }
+        if trimmed.eq_ignore_ascii_case("COMMIT") {
+            return self.end("0".into(), info);
+        }
+        // MariaDB replaces events a replica did not declare it understands with these placeholders.
+        if trimmed.starts_with("# Dummy event") {
+            return Vec::new();
+        }
+        let statement = ddl::classify(sql);
+        let schema = if statement.schema.is_empty() {
+            session_schema
+        } else {
+            statement.schema.as_str()
+        };
+        let wanted = match statement.event_type {
+            EventType::Query => self.options.dcl,
+            _ if statement.is_ddl() => {
+                self.options.ddl
+                    && self
+                        .filter
+                        .read()
+                        .map(|f| f.accepts(schema, &statement.table))
+                        .unwrap_or(true)
+            }
+            _ => self
+                .filter
+                .read()
+                .map(|f| f.accepts(schema, &statement.table))
+                .unwrap_or(true),
+        };
+        let in_transaction = self.txn_start.is_some();
+        if !in_transaction {
+            // A statement outside BEGIN/COMMIT is its own boundary; a GTID that preceded it belongs to it.
+            self.gtid_start = None;
+        }
+        if !wanted {
+            return Vec::new();
+        }
+        let change = RowChange {
+            event_type: Some(statement.event_type as i32),
+            is_ddl: Some(statement.is_ddl()),
+            sql: Some(sql.to_string()),
+            ddl_schema_name: (!session_schema.is_empty()).then(|| session_schema.to_string()),
+            ..Default::default()
+        };
+        let entry = Entry {
+            header: Some(self.header(info, schema, &statement.table, Some(statement.event_type))),
+            entry_type: Some(EntryType::Rowdata as i32),
+            store_value: Some(Bytes::from(change.encode_to_vec())),
+        };
+        let converted = self.converted(entry, EntryKind::Statement, info, 0);
+        if in_transaction {
+            self.content(converted)
+        } else {
+            vec![converted]
+        }
+    }
+
+    fn rows(&mut self, rows: &RowsEventData<'_>, info: &EventInfo) -> std::result::Result<Vec<Converted>, String> {
+        let table_id = rows.table_id();
+        let table = self.tables.get(&table_id).ok_or_else(|| {
+            format!(
+                "rows event for table id {table_id} has no preceding TABLE_MAP event (dump started mid-transaction?)"
+            )
+        })?;
+        let info_table = table.info.clone();
+        let accepted = self
+            .filter
+            .read()
+            .map(|f| f.accepts(&info_table.schema, &info_table.table))
+            .unwrap_or(true);
+        if !accepted {
+            return Ok(Vec::new());
+        }
+        let event_type = match rows {
+            RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => EventType::Insert,
+            RowsEventData::UpdateRowsEventV1(_)
+            | RowsEventData::UpdateRowsEvent(_)
+            | RowsEventData::PartialUpdateRowsEvent(_) => EventType::Update,
+            RowsEventData::DeleteRowsEventV1(_) | RowsEventData::DeleteRowsEvent(_) => EventType::Delete,
+        };
+        let before_image = image_columns(rows.columns_before_image(), info_table.columns.len());
+        let after_image = image_columns(rows.columns_after_image(), info_table.columns.len());
+        let tz = &self.options.time_zone;
+        // mysql_common indexes metadata and buffers without bounds checks in places; a malformed event must become
+        // a decode error, never a crash of the process.
+        let decoded = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<Vec<RowData>, String> {
+            let mut row_datas = Vec::new();
+            for row in rows.rows(&table.map) {
+                let (before, after) =
+                    row.map_err(|e| format!("row of `{}`.`{}`: {e}", info_table.schema, info_table.table))?;
+                let before_columns = match &before {
+                    Some(r) => columns(&info_table, &before_image, r, None, tz)?,
+                    None => Vec::new(),
+                };
+                let after_columns = match &after {
+                    Some(r) => columns(&info_table, &after_image, r, Some(&before_columns), tz)?,
+                    None => Vec::new(),
+                };
+                row_datas.push(RowData {
+                    before_columns,
+                    after_columns,
+                    props: Vec::new(),
+                });
+            }
+            Ok(row_datas)
+        }))
+        .map_err(|_| {
+            format!(
+                "malformed rows event for `{}`.`{}`",
+                info_table.schema, info_table.table
+            )
+        })??;
+
+        let count = decoded.len();
+        let change = RowChange {
+            table_id: Some(table_id as i64),
+            event_type: Some(event_type as i32),
+            is_ddl: Some(false),
+            row_datas: decoded,
+            ..Default::default()
+        };
+        let mut header = self.header(info, &info_table.schema, &info_table.table, Some(event_type));
+        if count > 0 {
+            header.props.push(pair("rowsCount", count.to_string()));
+        }
+        let entry = Entry {
+            header: Some(header),
+            entry_type: Some(EntryType::Rowdata as i32),
+            store_value: Some(Bytes::from(change.encode_to_vec())),
+        };
+        let converted = self.converted(entry, EntryKind::Row, info, count);
+        Ok(self.content(converted))
+    }
+}
+
+/// Column indexes present in a row image, in order.
+fn image_columns(bitmap: Option<&bitvec::slice::BitSlice<u8>>, count: usize) -> Vec<usize> {
+    match bitmap {
+        Some(bits) => (0..count).filter(|i| bits.get(*i).is_some_and(|b| *b)).collect(),
+        None => (0..count).collect(),
+    }
+}
+
+/// Renders one row image. For an after image, `before` marks which columns changed.
+fn columns(
+    table: &TableInfo,
+    image: &[usize],
+    row: &BinlogRow,
+    before: Option<&[Column]>,
+    tz: &jiff::tz::TimeZone,
+) -> std::result::Result<Vec<Column>, String> {
+    let mut out = Vec::with_capacity(image.len());
+    for (slot, &index) in image.iter().enumerate() {
+        let column = table
+            .columns
+            .get(index)
+            .ok_or_else(|| format!("row has column {index} but the table map has {}", table.columns.len()))?;
+        let value = row
+            .as_ref(slot)
+            .ok_or_else(|| format!("row image misses column {}", column.name))?;
+        let rendered = value::render(column, value, tz).map_err(|e| format!("column `{}`: {e}", column.name))?;
+        let updated = match before {
+            None => false,
+            Some(before) => before.iter().find(|b| b.index == Some(index as i32)).is_none_or(|b| {
+                b.is_null() != rendered.value.is_none() || b.value.as_deref() != rendered.value.as_deref()
+            }),
+        };
+        out.push(Column {
+            index: Some(index as i32),
+            sql_type: Some(rendered.sql_type),
+            name: Some(column.name.clone()),
+            is_key: Some(column.primary_key),
+            updated: Some(updated),
+            is_null: Some(rendered.value.is_none()),
+            value: rendered.value,
+            mysql_type: Some(column.mysql_type.clone()),
+            ..Default::default()
+        });
+    }
+    Ok(out)
+}

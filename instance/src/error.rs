@@ -1,0 +1,94 @@
+//! The crate's error type. Every variant says what failed and, where the user can act, what to change.
+
+use std::path::PathBuf;
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in canal-instance and its client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// serde_yaml's message names the offending field and its line.
+    #[error("invalid config file {path}: {source}")]
+    ConfigParse {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("invalid config: {field}: {message}")]
+    ConfigInvalid { field: String, message: String },
+    #[error("cannot read {what}: {message}")]
+    Secret { what: String, message: String },
+    #[error("invalid {field} regex `{pattern}`: {message}")]
+    FilterRegex {
+        field: String,
+        pattern: String,
+        message: String,
+    },
+    #[error("cannot connect to MySQL at {address}: {source}. Check source.address and that the server is up")]
+    SourceConnect {
+        address: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error(
+        "MySQL at {address} rejected user `{user}`: {message}. Check source.username and the password \
+         (source.passwordFrom, default env CANAL_SOURCE_PASSWORD)"
+    )]
+    SourceAuth {
+        address: String,
+        user: String,
+        message: String,
+    },
+    #[error("MySQL at {address} is not usable for change capture: {message}")]
+    SourceSetting { address: String, message: String },
+    #[error("MySQL query `{query}` failed: {source}")]
+    SourceQuery {
+        query: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("binlog dump from {position} failed: {message}")]
+    BinlogDump { position: String, message: String },
+    #[error("cannot decode binlog event at {position}: {message}")]
+    Decode { position: String, message: String },
+    #[error("cursor store {path}: {message}")]
+    Meta { path: PathBuf, message: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("canal protocol error: {0}")]
+    Protocol(String),
+    #[error("canal server replied error {code}: {message}")]
+    Server { code: i32, message: String },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Whether retrying later can succeed without a change of configuration on our side.
+    ///
+    /// Authentication and server-setting errors are still retried (someone can fix the database), but they are
+    /// logged as errors rather than warnings.
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            Error::SourceAuth { .. } | Error::SourceSetting { .. } | Error::BinlogDump { .. }
+        )
+    }
+}

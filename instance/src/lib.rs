@@ -1,0 +1,25 @@
+//! canal-instance: a canal-compatible change-data-capture server for MySQL and MariaDB.
+//!
+//! The data path follows the binlog: [`source`] dumps it from the database, [`convert`] turns row events into canal
+//! Entries (with [`schema`] describing each table and [`ddl`] classifying statements), [`filter`] drops unwanted
+//! tables, [`store`] buffers entries into batches with backpressure, and [`server`] speaks canal's TCP protocol to
+//! clients. [`meta`] persists each client's acknowledged cursor. [`instance`] wires these together for one
+//! destination; [`client`] and [`tail`] are the consumer side.
+
+pub mod client;
+pub mod config;
+pub mod convert;
+pub mod ddl;
+pub mod error;
+pub mod filter;
+pub mod instance;
+pub mod meta;
+pub mod position;
+pub mod proto;
+pub mod schema;
+pub mod server;
+pub mod source;
+pub mod store;
+pub mod tail;
+
+pub use error::{Error, Result};

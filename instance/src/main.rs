@@ -1,0 +1,96 @@
+//! The `canal-instance` binary: runs one destination (`--config FILE`) or tails a canal server (`tail`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use canal_instance::config::Settings;
+use canal_instance::{instance, tail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A canal-compatible change-data-capture server for MySQL and MariaDB"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Instance configuration (YAML, the instance part of a CanalInstance spec).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print each change from a canal server as one JSON line, acknowledging as it goes.
+    Tail(tail::TailArgs),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match (cli.command, cli.config) {
+        (Some(Command::Tail(args)), _) => match tail::run(args).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tail: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        (None, Some(path)) => {
+            let settings = match Settings::load(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let shutdown = CancellationToken::new();
+            cancel_on_signal(shutdown.clone());
+            match instance::run(settings, shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (None, None) => {
+            eprintln!("canal-instance: give --config FILE to run a destination, or `tail` (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! Client subscriptions and acknowledged cursors, persisted in a local file (standalone mode).
+//!
+//! The file follows canal's `meta.dat` shape (`clientDatas[].clientIdentity` and `cursor` as a LogPosition, with the
+//! misspelt `postion` key), plus a `resume` point that makes restarts inside a transaction exact. Every change is
+//! written to a temporary file, fsynced and renamed over the old one, so a crash leaves either the old or the new
+//! cursor, never a torn file. Writes are synchronous: an ack is durable before the client's next request is read.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::position::ResumePoint;
+use crate::store::Boundary;
+
+/// canal's `LogPosition`: where a client's acknowledged data ends.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogPosition {
+    pub identity: LogIdentity,
+    /// The spelling is canal's and must be kept for compatibility.
+    pub postion: EntryPosition,
+    /// canal-rs extension: where to restart so that nothing acknowledged is delivered again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumePoint>,
+}
+
+/// canal's `LogIdentity`: which database the position belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogIdentity {
+    pub slave_id: i64,
+    pub source_address: SourceAddress,
+}
+
+/// canal's serialization of a Java `InetSocketAddress`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// canal's `EntryPosition`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryPosition {
+    #[serde(default)]
+    pub gtid: String,
+    #[serde(default)]
+    pub included: bool,
+    pub journal_name: String,
+    pub position: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<i64>,
+    #[serde(default)]
+    pub timestamp: i64,
+}
+
+impl LogPosition {
+    /// The point to restart the dump from for this cursor.
+    pub fn resume_point(&self) -> ResumePoint {
+        self.resume.clone().unwrap_or_else(|| {
+            // A cursor written by canal points at the start of the acknowledged boundary event: restart there and
+            // drop that event's entry.
+            let position = self.postion.position.max(4) as u64;
+            ResumePoint {
+                skip_through: Some(position),
+                ..ResumePoint::at(&self.postion.journal_name, position)
+            }
+        })
+    }
+
+    /// The cursor after an ack: the boundary moves only when the batch contained one, the resume point always.
+    pub fn advanced(&self, source: &SourceAddress, boundary: Option<&Boundary>, resume: ResumePoint) -> Self {
+        let postion = match boundary {
+            Some(b) => EntryPosition {
+                gtid: String::new(),
+                included: false,
+                journal_name: b.position.journal_name.clone(),
+                position: b.position.position as i64,
+                server_id: Some(b.server_id as i64),
+                timestamp: b.execute_time,
+            },
+            None => self.postion.clone(),
+        };
+        Self {
+            identity: LogIdentity {
+                slave_id: -1,
+                source_address: source.clone(),
+            },
+            postion,
+            resume: Some(resume),
+        }
+    }
+
+    /// A cursor for a client that has not acknowledged anything yet.
+    pub fn initial(source: &SourceAddress, resume: ResumePoint) -> Self {
+        Self {
+            identity: LogIdentity {
+                slave_id: -1,
+                source_address: source.clone(),
+            },
+            postion: EntryPosition {
+                journal_name: resume.start.journal_name.clone(),
+                position: resume.start.position as i64,
+                ..Default::default()
+            },
+            resume: Some(resume),
+        }
+    }
+}
+
+/// canal's `ClientIdentity`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIdentity {
+    pub client_id: i16,
+    pub destination: String,
+    #[serde(default)]
+    pub filter: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientData {
+    pub client_identity: ClientIdentity,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<LogPosition>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaData {
+    pub client_datas: Vec<ClientData>,
+    pub destination: String,
+}
+
+/// The persisted subscriptions of one destination.
+pub struct MetaStore {
+    path: PathBuf,
+    data: Mutex<MetaData>,
+}
+
+impl MetaStore {
+    /// Opens (or starts) the meta file in `dir`.
+    pub fn open(dir: &Path, destination: &str) -> Result<Self> {
+        let path = dir.join("meta.dat");
+        fs::create_dir_all(dir).map_err(|e| Error::Meta {
+            path: dir.to_path_buf(),
+            message: format!("cannot create the data directory: {e}; check dataDir"),
+        })?;
+        let data = match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<MetaData>(&bytes).map_err(|e| Error::Meta {
+                path: path.clone(),
+                message: format!(
+                    "unreadable ({e}); restore it from a backup, or move it away to start from the configured position"
+                ),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => MetaData {
+                client_datas: Vec::new(),
+                destination: destination.to_string(),
+            },
+            Err(e) => {
+                return Err(Error::Meta {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        if data.destination != destination {
+            return Err(Error::Meta {
+                path,
+                message: format!(
+                    "belongs to destination `{}`, not `{destination}`; use a separate dataDir per destination",
+                    data.destination
+                ),
+            });
+        }
+        Ok(Self {
+            path,
+            data: Mutex::new(data),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MetaData> {
+        self.data.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a subscription; a client without a cursor gets `initial`. Persists before returning.
+    pub fn subscribe(&self, client_id: i16, filter: &str, initial: impl FnOnce() -> LogPosition) -> Result<()> {
+        let mut data = self.lock();
+        let destination = data.destination.clone();
+        match data
+            .client_datas
+            .iter_mut()
+            .find(|c| c.client_identity.client_id == client_id)
+        {
+            Some(client) => {
+                client.client_identity.filter = filter.to_string();
+                if client.cursor.is_none() {
+                    client.cursor = Some(initial());
+                }
+            }
+            None => data.client_datas.push(ClientData {
+                client_identity: ClientIdentity {
+                    client_id,
+                    destination,
+                    filter: filter.to_string(),
+                },
+                cursor: Some(initial()),
+            }),
+        }
+        self.persist(&data)
+    }
+
+    /// Removes a subscription and its cursor. Persists before returning.
+    pub fn unsubscribe(&self, client_id: i16) -> Result<()> {
+        let mut data = self.lock();
+        data.client_datas.retain(|c| c.client_identity.client_id != client_id);
+        self.persist(&data)
+    }
+
+    pub fn is_subscribed(&self, client_id: i16) -> bool {
+        self.lock()
+            .client_datas
+            .iter()
+            .any(|c| c.client_identity.client_id == client_id)
+    }
+
+    pub fn cursor(&self, client_id: i16) -> Option<LogPosition> {
+        self.lock()
+            .client_datas
+            .iter()
+            .find(|c| c.client_identity.client_id == client_id)
+            .and_then(|c| c.cursor.clone())
+    }
+
+    /// Records a client's new cursor. Durable on disk when this returns.
+    pub fn update_cursor(&self, client_id: i16, cursor: LogPosition) -> Result<()> {
+        let mut data = self.lock();
+        let client = data
+            .client_datas
+            .iter_mut()
+            .find(|c| c.client_identity.client_id == client_id)
+            .ok_or_else(|| Error::Meta {
+                path: self.path.clone(),
+                message: format!("client {client_id} is not subscribed"),
+            })?;
+        client.cursor = Some(cursor);
+        self.persist(&data)
+    }
+
+    /// The earliest resume point of all clients: where the dump must start so that no client misses anything.
+    pub fn min_resume(&self) -> Option<ResumePoint> {
+        self.lock()
+            .client_datas
+            .iter()
+            .filter_map(|c| c.cursor.as_ref().map(LogPosition::resume_point))
+            .min_by(|a, b| {
+                (&a.start.journal_name, a.start.position, a.skip_through).cmp(&(
+                    &b.start.journal_name,
+                    b.start.position,
+                    b.skip_through,
+                ))
+            })
+    }
+
+    /// The most recent non-blank subscription filter, which canal applies to the whole destination.
+    pub fn filter(&self) -> Option<String> {
+        self.lock()
+            .client_datas
+            .iter()
+            .map(|c| c.client_identity.filter.clone())
+            .rfind(|f| !f.trim().is_empty())
+    }
+
+    fn persist(&self, data: &MetaData) -> Result<()> {
+        let fail = |message: String| Error::Meta {
+            path: self.path.clone(),
+            message,
+        };
+        let json = serde_json::to_vec(data).map_err(|e| fail(e.to_string()))?;
+        let tmp = self.path.with_extension("dat.tmp");
+        let mut file = File::create(&tmp).map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
+        file.write_all(&json)
+            .map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
+        file.sync_all()
+            .map_err(|e| fail(format!("cannot fsync {}: {e}", tmp.display())))?;
+        fs::rename(&tmp, &self.path).map_err(|e| fail(format!("cannot rename {}: {e}", tmp.display())))?;
+        // The rename is durable only once the directory entry is.
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| fail(format!("cannot fsync {}: {e}", dir.display())))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::BinlogPosition;
+
+    fn source() -> SourceAddress {
+        SourceAddress {
+            address: "127.0.0.1".into(),
+            port: 3306,
+        }
+    }
+
+    #[test]
+    fn cursor_survives_reopen_and_keeps_canal_field_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaStore::open(dir.path(), "example").unwrap();
+        meta.subscribe(1001, "", || {
+            LogPosition::initial(&source(), ResumePoint::at("bin.000001", 4))
+        })
+        .unwrap();
+        let boundary = Boundary {
+            position: BinlogPosition {
+                journal_name: "bin.000001".into(),
+                position: 500,
+            },
+            execute_time: 1_700_000_000_000,
+            server_id: 1,
+        };
+        let resume = ResumePoint::at("bin.000001", 531);
+        let cursor = meta
+            .cursor(1001)
+            .unwrap()
+            .advanced(&source(), Some(&boundary), resume.clone());
+        meta.update_cursor(1001, cursor).unwrap();
+
+        let text = fs::read_to_string(meta.path()).unwrap();
+        assert!(
+            text.contains(r#""postion":{"gtid":"","included":false,"journalName":"bin.000001","position":500"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""slaveId":-1"#), "{text}");
+
+        let reopened = MetaStore::open(dir.path(), "example").unwrap();
+        assert_eq!(reopened.min_resume(), Some(resume));
+    }
+
+    #[test]
+    fn canal_written_cursor_resumes_after_its_boundary() {
+        let json = r#"{"clientDatas":[{"clientIdentity":{"clientId":1001,"destination":"example","filter":""},
+            "cursor":{"identity":{"slaveId":-1,"sourceAddress":{"address":"db","port":3306}},
+            "postion":{"included":false,"journalName":"mysql-bin.000023","position":43893,"timestamp":1536312619000}}}],
+            "destination":"example"}"#;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("meta.dat"), json).unwrap();
+        let meta = MetaStore::open(dir.path(), "example").unwrap();
+        let resume = meta.min_resume().unwrap();
+        assert_eq!(resume.start.position, 43893);
+        assert!(resume.covers("mysql-bin.000023", 43893));
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("meta.dat"), "{not json").unwrap();
+        let err = MetaStore::open(dir.path(), "example").err().unwrap().to_string();
+        assert!(err.contains("meta.dat") && err.contains("unreadable"), "{err}");
+    }
+}

@@ -1,0 +1,294 @@
+//! Table descriptions taken from TABLE_MAP events.
+//!
+//! With `binlog_row_metadata=FULL` the table map carries column names, signedness, character sets, primary key
+//! and ENUM/SET members, which is everything canal needs from its table-meta database, and it always describes the
+//! table as it was when the row was written. `mysqlType` is rebuilt from the binlog type and its metadata (display
+//! widths are MySQL's defaults, since the binlog does not carry them).
+
+use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_common::collations::{Collation, CollationId};
+use mysql_common::constants::ColumnType;
+
+/// The binary pseudo character set: such columns hold bytes, not text.
+pub const BINARY_COLLATION: u16 = 63;
+
+/// One table as described by its latest TABLE_MAP event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableInfo {
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<ColumnInfo>,
+    /// Whether the table map carried column names (binlog_row_metadata=FULL).
+    pub has_names: bool,
+}
+
+/// One column of a [`TableInfo`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnInfo {
+    pub index: usize,
+    pub name: String,
+    pub column_type: ColumnType,
+    /// The type's binlog metadata bytes (length, precision, fsp, ...).
+    pub meta: Vec<u8>,
+    pub unsigned: bool,
+    pub primary_key: bool,
+    /// Collation id, 0 when unknown.
+    pub collation: u16,
+    /// ENUM or SET members, in definition order.
+    pub members: Vec<String>,
+    pub mysql_type: String,
+}
+
+impl ColumnInfo {
+    pub fn is_binary(&self) -> bool {
+        self.collation == BINARY_COLLATION
+    }
+
+    /// Fractional-second digits of a temporal column.
+    pub fn fsp(&self) -> u8 {
+        match self.column_type {
+            ColumnType::MYSQL_TYPE_DATETIME2 | ColumnType::MYSQL_TYPE_TIMESTAMP2 | ColumnType::MYSQL_TYPE_TIME2 => {
+                self.meta.first().copied().unwrap_or(0).min(6)
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// Why a table map could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("table map of `{schema}`.`{table}`: {message}")]
+pub struct TableMapError {
+    pub schema: String,
+    pub table: String,
+    pub message: String,
+}
+
+impl TableInfo {
+    /// Describes the table of `tme`. Fails on a malformed map instead of guessing.
+    pub fn from_table_map(tme: &TableMapEvent<'_>) -> Result<Self, TableMapError> {
+        let schema = tme.database_name().into_owned();
+        let table = tme.table_name().into_owned();
+        let fail = |message: String| TableMapError {
+            schema: schema.clone(),
+            table: table.clone(),
+            message,
+        };
+        let count = usize::try_from(tme.columns_count()).map_err(|_| fail("column count too large".into()))?;
+        let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta())
+            .map_err(|e| fail(format!("optional metadata: {e}")))?;
+        let mut signedness = extractor.iter_signedness();
+        let mut charsets = extractor.iter_charset();
+        let mut enum_set_charsets = extractor.iter_enum_and_set_charset();
+        let mut names = extractor.iter_column_name();
+        let primary: Vec<u64> = extractor
+            .iter_primary_key()
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail(format!("primary key metadata: {e}")))?;
+        let (mut enums, mut sets) = members(tme).map_err(|e| fail(format!("ENUM/SET metadata: {e}")))?;
+
+        let mut has_names = true;
+        let mut columns = Vec::with_capacity(count);
+        for index in 0..count {
+            let column_type = tme
+                .get_column_type(index)
+                .map_err(|e| fail(format!("column {index}: {e}")))?
+                .ok_or_else(|| fail(format!("column {index} has no type")))?;
+            let meta = tme.get_column_metadata(index).unwrap_or(&[]).to_vec();
+            check_meta_len(column_type, &meta).map_err(|m| fail(format!("column {index}: {m}")))?;
+            let unsigned = column_type.is_numeric_type() && signedness.next().unwrap_or(false);
+            let collation = if column_type.is_character_type() {
+                charsets
+                    .next()
+                    .transpose()
+                    .map_err(|e| fail(e.to_string()))?
+                    .unwrap_or(0)
+            } else if column_type.is_enum_or_set_type() {
+                enum_set_charsets
+                    .next()
+                    .transpose()
+                    .map_err(|e| fail(e.to_string()))?
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            let name = match names.next().transpose().map_err(|e| fail(e.to_string()))? {
+                Some(n) => n.name().into_owned(),
+                None => {
+                    has_names = false;
+                    format!("@{index}")
+                }
+            };
+            let members = match column_type {
+                ColumnType::MYSQL_TYPE_ENUM => enums.next().unwrap_or_default(),
+                ColumnType::MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let mut column = ColumnInfo {
+                index,
+                name,
+                column_type,
+                meta,
+                unsigned,
+                primary_key: primary.contains(&(index as u64)),
+                collation,
+                members,
+                mysql_type: String::new(),
+            };
+            column.mysql_type = mysql_type(&column);
+            columns.push(column);
+        }
+        Ok(Self {
+            schema,
+            table,
+            columns,
+            has_names,
+        })
+    }
+}
+
+type Members = std::vec::IntoIter<Vec<String>>;
+
+fn members(tme: &TableMapEvent<'_>) -> std::io::Result<(Members, Members)> {
+    let mut enums = Vec::new();
+    let mut sets = Vec::new();
+    for field in tme.iter_optional_meta() {
+        match field? {
+            OptionalMetadataField::EnumStrValue(values) => {
+                for column in values.iter_values() {
+                    enums.push(column?.values().iter().map(|v| v.value().into_owned()).collect());
+                }
+            }
+            OptionalMetadataField::SetStrValue(values) => {
+                for column in values.iter_values() {
+                    sets.push(column?.values().iter().map(|v| v.value().into_owned()).collect());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((enums.into_iter(), sets.into_iter()))
+}
+
+/// mysql_common indexes type metadata without checking its length; a malformed table map must fail here instead
+/// of panicking later in the row decoder.
+fn check_meta_len(column_type: ColumnType, meta: &[u8]) -> Result<(), String> {
+    use ColumnType::*;
+    let needed = match column_type {
+        MYSQL_TYPE_STRING
+        | MYSQL_TYPE_VARCHAR
+        | MYSQL_TYPE_VAR_STRING
+        | MYSQL_TYPE_NEWDECIMAL
+        | MYSQL_TYPE_BIT
+        | MYSQL_TYPE_ENUM
+        | MYSQL_TYPE_SET => 2,
+        MYSQL_TYPE_TIMESTAMP2
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIME2
+        | MYSQL_TYPE_BLOB
+        | MYSQL_TYPE_TINY_BLOB
+        | MYSQL_TYPE_MEDIUM_BLOB
+        | MYSQL_TYPE_LONG_BLOB
+        | MYSQL_TYPE_GEOMETRY
+        | MYSQL_TYPE_JSON
+        | MYSQL_TYPE_FLOAT
+        | MYSQL_TYPE_DOUBLE => 1,
+        _ => 0,
+    };
+    if meta.len() < needed {
+        return Err(format!(
+            "{column_type:?} needs {needed} metadata bytes, got {}",
+            meta.len()
+        ));
+    }
+    Ok(())
+}
+
+/// The collation's character set name and maximum bytes per character.
+pub fn charset_of(collation: u16) -> (String, u8) {
+    let c = Collation::resolve(CollationId::from(collation));
+    (c.charset().to_string(), c.max_len().max(1))
+}
+
+fn quoted_list(members: &[String]) -> String {
+    let quoted: Vec<String> = members.iter().map(|m| format!("'{}'", m.replace('\'', "''"))).collect();
+    quoted.join(",")
+}
+
+fn with_fsp(base: &str, fsp: u8) -> String {
+    if fsp == 0 {
+        base.to_string()
+    } else {
+        format!("{base}({fsp})")
+    }
+}
+
+/// The column type as MySQL prints it in SHOW CREATE TABLE, lowercase.
+fn mysql_type(c: &ColumnInfo) -> String {
+    use ColumnType::*;
+    let unsigned = |signed: &str, unsigned: &str| {
+        if c.unsigned {
+            format!("{unsigned} unsigned")
+        } else {
+            signed.to_string()
+        }
+    };
+    let m0 = c.meta.first().copied().unwrap_or(0) as usize;
+    let m1 = c.meta.get(1).copied().unwrap_or(0) as usize;
+    match c.column_type {
+        MYSQL_TYPE_TINY => unsigned("tinyint(4)", "tinyint(3)"),
+        MYSQL_TYPE_SHORT => unsigned("smallint(6)", "smallint(5)"),
+        MYSQL_TYPE_INT24 => unsigned("mediumint(9)", "mediumint(8)"),
+        MYSQL_TYPE_LONG => unsigned("int(11)", "int(10)"),
+        MYSQL_TYPE_LONGLONG => unsigned("bigint(20)", "bigint(20)"),
+        MYSQL_TYPE_FLOAT => unsigned("float", "float"),
+        MYSQL_TYPE_DOUBLE => unsigned("double", "double"),
+        MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => {
+            let base = format!("decimal({m0},{m1})");
+            unsigned(&base, &base)
+        }
+        MYSQL_TYPE_BIT => format!("bit({})", m1 * 8 + m0),
+        MYSQL_TYPE_YEAR => "year(4)".into(),
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => "date".into(),
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => with_fsp("datetime", c.fsp()),
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => with_fsp("timestamp", c.fsp()),
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => with_fsp("time", c.fsp()),
+        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => {
+            let bytes = m0 | (m1 << 8);
+            if c.is_binary() {
+                format!("varbinary({bytes})")
+            } else {
+                format!("varchar({})", bytes / charset_of(c.collation).1 as usize)
+            }
+        }
+        MYSQL_TYPE_STRING => {
+            // The length is split across both metadata bytes (see the binlog's STRING metadata layout).
+            let bytes = if (m0 & 0x30) != 0x30 {
+                m1 | (((m0 & 0x30) ^ 0x30) << 4)
+            } else {
+                m1
+            };
+            if c.is_binary() {
+                format!("binary({bytes})")
+            } else {
+                format!("char({})", bytes / charset_of(c.collation).1 as usize)
+            }
+        }
+        MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => {
+            let size = ["tiny", "", "medium", "long"]
+                .get(m0.saturating_sub(1))
+                .copied()
+                .unwrap_or("");
+            if c.is_binary() {
+                format!("{size}blob")
+            } else {
+                format!("{size}text")
+            }
+        }
+        MYSQL_TYPE_ENUM => format!("enum({})", quoted_list(&c.members)),
+        MYSQL_TYPE_SET => format!("set({})", quoted_list(&c.members)),
+        MYSQL_TYPE_JSON => "json".into(),
+        MYSQL_TYPE_GEOMETRY => "geometry".into(),
+        other => format!("{other:?}").trim_start_matches("MYSQL_TYPE_").to_lowercase(),
+    }
+}

@@ -1,0 +1,243 @@
+//! The connection to MySQL/MariaDB: checks that the server can feed change capture, finds the start position, and
+//! opens the binlog dump as a replica.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
+
+use crate::config::Settings;
+use crate::error::{Error, Result};
+use crate::meta::SourceAddress;
+use crate::position::ResumePoint;
+
+/// MySQL's "access denied" error.
+const ER_ACCESS_DENIED: u16 = 1045;
+/// MariaDB's replica capability that makes it send its own GTID/checkpoint/list events instead of placeholders.
+const MARIADB_CAPABILITY_GTID: u8 = 4;
+/// The source sends a heartbeat this often when idle, so a silent connection can be told from a dead one.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
+
+/// What the source server told us about itself.
+#[derive(Clone, Debug)]
+pub struct ServerFacts {
+    pub version: String,
+    pub mariadb: bool,
+    pub server_id: u32,
+}
+
+/// A MySQL or MariaDB server to dump the binlog from.
+#[derive(Clone)]
+pub struct BinlogSource {
+    address: String,
+    user: String,
+    opts: Opts,
+    server_id: u32,
+    timeout: Duration,
+}
+
+impl BinlogSource {
+    pub fn new(settings: &Settings) -> Self {
+        let source = &settings.config.source;
+        let (host, port) = source.address.rsplit_once(':').unwrap_or((&source.address, "3306"));
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(host.trim_start_matches('[').trim_end_matches(']'))
+            .tcp_port(port.parse().unwrap_or(3306))
+            .user(Some(source.username.clone()))
+            .pass(Some(settings.source_password.clone()))
+            .prefer_socket(false)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(Duration::from_secs(10)))
+            .init(vec![format!("SET NAMES {}", source.charset)]);
+        Self {
+            address: source.address.clone(),
+            user: source.username.clone(),
+            opts: opts.into(),
+            server_id: source.server_id,
+            timeout: Duration::from_secs(source.connect_timeout_seconds as u64),
+        }
+    }
+
+    /// The source address as canal writes it into cursors.
+    pub fn address(&self) -> SourceAddress {
+        let (host, port) = self.address.rsplit_once(':').unwrap_or((&self.address, "3306"));
+        SourceAddress {
+            address: host.to_string(),
+            port: port.parse().unwrap_or(3306),
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let attempt = tokio::time::timeout(self.timeout, Conn::new(self.opts.clone())).await;
+        match attempt {
+            Err(_) => Err(Error::SourceConnect {
+                address: self.address.clone(),
+                source: mysql_async::Error::Other(format!("no answer within {:?}", self.timeout).into()),
+            }),
+            Ok(Err(mysql_async::Error::Server(e))) if e.code == ER_ACCESS_DENIED => Err(Error::SourceAuth {
+                address: self.address.clone(),
+                user: self.user.clone(),
+                message: e.message,
+            }),
+            Ok(Err(source)) => Err(Error::SourceConnect {
+                address: self.address.clone(),
+                source,
+            }),
+            Ok(Ok(conn)) => Ok(conn),
+        }
+    }
+
+    async fn query_first<T: mysql_async::prelude::FromRow + Send + 'static>(
+        conn: &mut Conn,
+        query: &str,
+    ) -> Result<Option<T>> {
+        conn.query_first(query).await.map_err(|source| Error::SourceQuery {
+            query: query.to_string(),
+            source,
+        })
+    }
+
+    fn unusable(&self, message: String) -> Error {
+        Error::SourceSetting {
+            address: self.address.clone(),
+            message,
+        }
+    }
+
+    /// Checks the server settings change capture depends on.
+    async fn check(&self, conn: &mut Conn) -> Result<ServerFacts> {
+        let (log_bin, format, image, server_id, version): (String, String, String, u32, String) = Self::query_first(
+            conn,
+            "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@server_id, VERSION()",
+        )
+        .await?
+        .ok_or_else(|| self.unusable("the server returned no settings".into()))?;
+        if log_bin != "1" && !log_bin.eq_ignore_ascii_case("ON") {
+            return Err(self.unusable("binary logging is off; start the server with --log-bin".into()));
+        }
+        if !format.eq_ignore_ascii_case("ROW") {
+            return Err(self.unusable(format!(
+                "binlog_format is {format}, but change capture needs ROW; run SET GLOBAL binlog_format=ROW and set \
+                 binlog_format=ROW in the server's configuration"
+            )));
+        }
+        if !image.eq_ignore_ascii_case("FULL") {
+            tracing::warn!(
+                binlog_row_image = %image,
+                "binlog_row_image is not FULL: before images of updates and deletes carry only some columns"
+            );
+        }
+        let metadata: Option<String> = conn.query_first("SELECT @@binlog_row_metadata").await.unwrap_or(None);
+        if !metadata.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("FULL")) {
+            tracing::warn!(
+                binlog_row_metadata = metadata.as_deref().unwrap_or("unsupported"),
+                "binlog_row_metadata is not FULL: column names are reported as @0, @1, ... and unsigned columns as \
+                 signed; set binlog_row_metadata=FULL on the server"
+            );
+        }
+        let mariadb = version.to_ascii_lowercase().contains("mariadb");
+        if mariadb {
+            let compressed: Option<String> = conn.query_first("SELECT @@log_bin_compress").await.unwrap_or(None);
+            if compressed
+                .as_deref()
+                .is_some_and(|c| c == "1" || c.eq_ignore_ascii_case("ON"))
+            {
+                return Err(self.unusable(
+                    "log_bin_compress is ON; compressed MariaDB row events cannot be decoded, turn it off".into(),
+                ));
+            }
+        }
+        Ok(ServerFacts {
+            version,
+            mariadb,
+            server_id,
+        })
+    }
+
+    /// The end of the binlog: where a new instance with no configured start begins.
+    pub async fn current_end(&self) -> Result<ResumePoint> {
+        let mut conn = self.connect().await?;
+        self.check(&mut conn).await?;
+        let end = self.binlog_end(&mut conn).await;
+        let _ = conn.disconnect().await;
+        end
+    }
+
+    async fn binlog_end(&self, conn: &mut Conn) -> Result<ResumePoint> {
+        // MySQL 8.4 removed SHOW MASTER STATUS; MariaDB and older MySQL do not know the new name.
+        for query in ["SHOW BINARY LOG STATUS", "SHOW MASTER STATUS"] {
+            let row: Option<mysql_async::Row> = match conn.query_first(query).await {
+                Ok(row) => row,
+                Err(mysql_async::Error::Server(_)) => continue,
+                Err(source) => {
+                    return Err(Error::SourceQuery {
+                        query: query.into(),
+                        source,
+                    });
+                }
+            };
+            let row = row.ok_or_else(|| self.unusable("binary logging is off (no binlog status)".into()))?;
+            let file: Option<String> = row.get(0);
+            let position: Option<u64> = row.get(1);
+            if let (Some(file), Some(position)) = (file, position) {
+                return Ok(ResumePoint::at(file, position));
+            }
+        }
+        Err(self.unusable("cannot read the binlog position (SHOW MASTER STATUS); grant REPLICATION CLIENT".into()))
+    }
+
+    /// Binlog files the server still has.
+    async fn binlog_files(&self, conn: &mut Conn) -> Result<Vec<String>> {
+        let rows: Vec<mysql_async::Row> =
+            conn.query("SHOW BINARY LOGS")
+                .await
+                .map_err(|source| Error::SourceQuery {
+                    query: "SHOW BINARY LOGS".into(),
+                    source,
+                })?;
+        Ok(rows.into_iter().filter_map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Registers as a replica and starts the binlog dump at `from`.
+    pub async fn dump(&self, from: &ResumePoint) -> Result<(BinlogStream, ServerFacts)> {
+        let mut conn = self.connect().await?;
+        let facts = self.check(&mut conn).await?;
+        let files = self.binlog_files(&mut conn).await?;
+        if !files.contains(&from.start.journal_name) {
+            return Err(Error::BinlogDump {
+                position: from.start.to_string(),
+                message: format!(
+                    "binlog file {} is not on the server any more (purged?); the oldest available is {}. Events in \
+                     between are lost to this destination. To continue anyway, stop the instance, delete the cursor \
+                     file (dataDir/<destination>/meta.dat) and set start.journalName to an available file",
+                    from.start.journal_name,
+                    files.first().map(String::as_str).unwrap_or("none"),
+                ),
+            });
+        }
+        let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos();
+        for setting in [
+            format!("SET @master_heartbeat_period = {heartbeat_ns}"),
+            format!("SET @source_heartbeat_period = {heartbeat_ns}"),
+        ] {
+            // Only one of the two names exists on any given server version.
+            let _ = conn.query_drop(setting).await;
+        }
+        if facts.mariadb {
+            conn.query_drop(format!("SET @mariadb_slave_capability = {MARIADB_CAPABILITY_GTID}"))
+                .await
+                .map_err(|source| Error::SourceQuery {
+                    query: "SET @mariadb_slave_capability".into(),
+                    source,
+                })?;
+        }
+        let request = BinlogStreamRequest::new(self.server_id)
+            .with_filename(from.start.journal_name.as_bytes())
+            .with_pos(from.start.position);
+        let stream = conn.get_binlog_stream(request).await.map_err(|e| Error::BinlogDump {
+            position: from.start.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok((stream, facts))
+    }
+}

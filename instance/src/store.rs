@@ -1,0 +1,500 @@
+//! The bounded event store between the binlog reader and the clients, with canal's batch semantics.
+//!
+//! Entries live in one queue shared by every client of the destination, as in canal's MemoryEventStoreWithBuffer:
+//! a get hands out the next entries as a numbered batch, an ack of the oldest batch frees its entries, and a
+//! rollback makes every unacknowledged entry fetchable again. When the store holds `bufferSize` entries (or, in
+//! MEMSIZE mode, `bufferSize × memUnit` bytes of binlog events) the reader waits in [`Store::put`]: that is the
+//! backpressure that keeps memory bounded however large a transaction is.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use canal_api::{BatchMode, StoreConfig};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::convert::{Converted, EntryKind};
+use crate::position::{BinlogPosition, ResumePoint};
+
+/// How long a get may wait for a full batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once with whatever is there (canal's tryGet, timeout -1).
+    No,
+    /// Wait until the batch is full (canal's get with timeout 0).
+    Forever,
+    /// Wait until the batch is full or the time is up, then return whatever is there.
+    Up(Duration),
+}
+
+/// A batch handed to a client. `id` is -1 when there was nothing to hand out.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub id: i64,
+    pub entries: Vec<Bytes>,
+    pub rows: usize,
+}
+
+/// What an acknowledged batch means for the client's cursor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Acked {
+    /// Where to restart so that the entry after the batch comes first.
+    pub resume: ResumePoint,
+    /// The last transaction end or statement in the batch: canal's cursor position, if the batch had one.
+    pub boundary: Option<Boundary>,
+    pub rows: usize,
+}
+
+/// A transaction boundary as canal reports it in cursors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Boundary {
+    pub position: BinlogPosition,
+    pub execute_time: i64,
+    pub server_id: u32,
+}
+
+/// A refused ack or rollback, worded as canal words it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("ack error , clientId:{client_id} batchId:{batch_id} is not exist , please check")]
+    UnknownAck { client_id: String, batch_id: i64 },
+    #[error("rollback error, clientId:{client_id} batchId:{batch_id} is not exist , please check")]
+    UnknownRollback { client_id: String, batch_id: i64 },
+    #[error("batchId:{batch_id} is not the firstly:{first}")]
+    NotFirst { batch_id: i64, first: i64 },
+    #[error("store closed: the instance is shutting down")]
+    Closed,
+}
+
+/// Numbers for progress logs and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub entries: usize,
+    pub bytes: u64,
+    pub outstanding_batches: usize,
+    pub put_total: u64,
+    pub acked_total: u64,
+}
+
+struct Outstanding {
+    client_id: String,
+    /// Sequence numbers `start..end` of the batch's entries.
+    start: u64,
+    end: u64,
+}
+
+struct Inner {
+    entries: VecDeque<Converted>,
+    /// Sequence number of `entries[0]`; everything before it is acknowledged.
+    first_seq: u64,
+    /// Sequence number of the next entry to hand out.
+    get_seq: u64,
+    bytes: u64,
+    batches: BTreeMap<i64, Outstanding>,
+    next_batch: i64,
+    /// Resume point just before `entries[0]`: after the last acknowledged entry, or where the dump started.
+    acked_resume: ResumePoint,
+    /// Resume point after the last entry put.
+    tail_resume: ResumePoint,
+    closed: bool,
+}
+
+/// The store of one destination.
+pub struct Store {
+    inner: Mutex<Inner>,
+    /// Woken when entries arrive or the store closes.
+    readable: Notify,
+    /// Woken when entries are freed or the store closes.
+    writable: Notify,
+    mode: BatchMode,
+    mem_unit: u64,
+    max_entries: usize,
+    max_bytes: u64,
+}
+
+impl Store {
+    pub fn new(config: &StoreConfig, start: ResumePoint) -> Self {
+        let mem_unit = config.mem_unit.max(1) as u64;
+        Self {
+            inner: Mutex::new(Inner {
+                entries: VecDeque::new(),
+                first_seq: 0,
+                get_seq: 0,
+                bytes: 0,
+                batches: BTreeMap::new(),
+                next_batch: 1,
+                acked_resume: start.clone(),
+                tail_resume: start,
+                closed: false,
+            }),
+            readable: Notify::new(),
+            writable: Notify::new(),
+            mode: config.batch_mode,
+            mem_unit,
+            max_entries: config.buffer_size.max(1) as usize,
+            max_bytes: config.buffer_size.max(1) as u64 * mem_unit,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the queue half-updated (every update is a few field writes),
+        // so a poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn has_room(&self, inner: &Inner) -> bool {
+        if inner.entries.is_empty() {
+            return true;
+        }
+        inner.entries.len() < self.max_entries && (self.mode == BatchMode::Itemsize || inner.bytes < self.max_bytes)
+    }
+
+    /// Adds an entry, waiting while the store is full. Fails only when the store is closed.
+    pub async fn put(&self, entry: Converted) -> Result<(), StoreError> {
+        loop {
+            let notified = self.writable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if inner.closed {
+                    return Err(StoreError::Closed);
+                }
+                if self.has_room(&inner) {
+                    inner.bytes += entry.event_length;
+                    inner.tail_resume = entry.resume_after.clone();
+                    inner.entries.push_back(entry);
+                    drop(inner);
+                    self.readable.notify_waiters();
+                    return Ok(());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a put would wait right now.
+    pub fn is_full(&self) -> bool {
+        !self.has_room(&self.lock())
+    }
+
+    /// Hands out the next batch. `fetch_size` counts entries (ITEMSIZE) or memory units (MEMSIZE).
+    pub async fn get(&self, client_id: &str, fetch_size: i32, wait: Wait) -> Result<Batch, StoreError> {
+        let fetch_size = if fetch_size <= 0 { 1000 } else { fetch_size as u64 };
+        let deadline = match wait {
+            Wait::Up(d) => Some(Instant::now() + d),
+            _ => None,
+        };
+        loop {
+            let notified = self.readable.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut inner = self.lock();
+                if inner.closed {
+                    return Err(StoreError::Closed);
+                }
+                let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+                if wait == Wait::No || timed_out || self.batch_is_full(&inner, fetch_size) {
+                    return Ok(self.take_batch(&mut inner, client_id, fetch_size));
+                }
+            }
+            match deadline {
+                Some(d) => {
+                    let _ = tokio::time::timeout_at(d, notified).await;
+                }
+                None => notified.await,
+            }
+        }
+    }
+
+    fn available<'a>(&self, inner: &'a Inner) -> impl Iterator<Item = &'a Converted> + 'a {
+        let skip = (inner.get_seq - inner.first_seq) as usize;
+        inner.entries.iter().skip(skip)
+    }
+
+    fn batch_is_full(&self, inner: &Inner, fetch_size: u64) -> bool {
+        match self.mode {
+            BatchMode::Itemsize => self.available(inner).take(fetch_size as usize).count() as u64 >= fetch_size,
+            BatchMode::Memsize => {
+                let wanted = fetch_size * self.mem_unit;
+                let mut bytes = 0;
+                self.available(inner).any(|e| {
+                    bytes += e.event_length;
+                    bytes >= wanted
+                })
+            }
+        }
+    }
+
+    fn take_batch(&self, inner: &mut Inner, client_id: &str, fetch_size: u64) -> Batch {
+        let mut entries = Vec::new();
+        let mut rows = 0;
+        let mut bytes = 0u64;
+        for e in self.available(inner) {
+            let full = match self.mode {
+                BatchMode::Itemsize => entries.len() as u64 >= fetch_size,
+                // canal keeps adding while the total is within the limit, so a batch always has at least one
+                // entry and may overshoot by its last one.
+                BatchMode::Memsize => !entries.is_empty() && bytes > fetch_size * self.mem_unit,
+            };
+            if full {
+                break;
+            }
+            bytes += e.event_length;
+            rows += e.rows;
+            entries.push(e.bytes.clone());
+        }
+        if entries.is_empty() {
+            return Batch {
+                id: -1,
+                entries,
+                rows: 0,
+            };
+        }
+        let id = inner.next_batch;
+        inner.next_batch += 1;
+        let start = inner.get_seq;
+        inner.get_seq += entries.len() as u64;
+        inner.batches.insert(
+            id,
+            Outstanding {
+                client_id: client_id.to_string(),
+                start,
+                end: inner.get_seq,
+            },
+        );
+        Batch { id, entries, rows }
+    }
+
+    /// Acknowledges the oldest outstanding batch and frees its entries.
+    pub fn ack(&self, client_id: &str, batch_id: i64) -> Result<Acked, StoreError> {
+        let mut inner = self.lock();
+        let first = *inner.batches.keys().next().ok_or_else(|| StoreError::UnknownAck {
+            client_id: client_id.into(),
+            batch_id,
+        })?;
+        if !inner.batches.contains_key(&batch_id) {
+            return Err(StoreError::UnknownAck {
+                client_id: client_id.into(),
+                batch_id,
+            });
+        }
+        if batch_id != first {
+            return Err(StoreError::NotFirst { batch_id, first });
+        }
+        let batch = inner.batches.remove(&batch_id).expect("checked above");
+        let mut acked = Acked {
+            resume: inner.acked_resume.clone(),
+            boundary: None,
+            rows: 0,
+        };
+        while inner.first_seq < batch.end {
+            let Some(entry) = inner.entries.pop_front() else { break };
+            inner.first_seq += 1;
+            inner.bytes -= entry.event_length;
+            acked.rows += entry.rows;
+            acked.resume = entry.resume_after.clone();
+            if matches!(entry.kind, EntryKind::End | EntryKind::Statement) {
+                acked.boundary = Some(Boundary {
+                    position: entry.position.clone(),
+                    execute_time: entry.execute_time,
+                    server_id: entry.server_id,
+                });
+            }
+        }
+        // A rollback may have moved the get sequence behind the freed entries.
+        inner.get_seq = inner.get_seq.max(inner.first_seq);
+        inner.acked_resume = acked.resume.clone();
+        tracing::trace!(
+            client_id = batch.client_id,
+            batch_id,
+            start = batch.start,
+            "batch acknowledged"
+        );
+        drop(inner);
+        self.writable.notify_one();
+        Ok(acked)
+    }
+
+    /// Rolls back one batch (the oldest) or, for id 0, all of them; unacknowledged entries are handed out again.
+    pub fn rollback(&self, client_id: &str, batch_id: i64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if batch_id == 0 {
+            inner.batches.clear();
+        } else {
+            let first = *inner.batches.keys().next().ok_or_else(|| StoreError::UnknownRollback {
+                client_id: client_id.into(),
+                batch_id,
+            })?;
+            if !inner.batches.contains_key(&batch_id) {
+                return Err(StoreError::UnknownRollback {
+                    client_id: client_id.into(),
+                    batch_id,
+                });
+            }
+            if batch_id != first {
+                return Err(StoreError::NotFirst { batch_id, first });
+            }
+            inner.batches.remove(&batch_id);
+        }
+        inner.get_seq = inner.first_seq;
+        Ok(())
+    }
+
+    /// Resume point before the oldest unacknowledged entry: a new client's cursor.
+    pub fn acked_resume(&self) -> ResumePoint {
+        self.lock().acked_resume.clone()
+    }
+
+    /// Resume point after the newest entry: where a reconnecting dump continues.
+    pub fn tail_resume(&self) -> ResumePoint {
+        self.lock().tail_resume.clone()
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let inner = self.lock();
+        StoreStats {
+            entries: inner.entries.len(),
+            bytes: inner.bytes,
+            outstanding_batches: inner.batches.len(),
+            put_total: inner.first_seq + inner.entries.len() as u64,
+            acked_total: inner.first_seq,
+        }
+    }
+
+    /// Wakes every waiter; later puts and gets fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.readable.notify_waiters();
+        self.writable.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn entry(offset: u64, kind: EntryKind, length: u64) -> Converted {
+        Converted {
+            bytes: Bytes::from(offset.to_string()),
+            kind,
+            position: BinlogPosition {
+                journal_name: "bin.000001".into(),
+                position: offset,
+            },
+            event_length: length,
+            execute_time: 0,
+            server_id: 1,
+            rows: usize::from(kind == EntryKind::Row),
+            resume_after: ResumePoint::at("bin.000001", offset + length),
+        }
+    }
+
+    fn store(buffer_size: u32, batch_mode: BatchMode) -> Store {
+        let config = StoreConfig {
+            buffer_size,
+            batch_mode,
+            mem_unit: 100,
+        };
+        Store::new(&config, ResumePoint::at("bin.000001", 4))
+    }
+
+    #[tokio::test]
+    async fn batches_are_numbered_and_acked_in_order() {
+        let s = store(16, BatchMode::Itemsize);
+        for i in 0..5 {
+            s.put(entry(100 + i * 10, EntryKind::Row, 10)).await.unwrap();
+        }
+        let b1 = s.get("1001", 2, Wait::No).await.unwrap();
+        let b2 = s.get("1001", 2, Wait::No).await.unwrap();
+        assert_eq!((b1.id, b1.entries.len(), b2.id), (1, 2, 2));
+        assert_eq!(s.ack("1001", 2), Err(StoreError::NotFirst { batch_id: 2, first: 1 }));
+        assert_eq!(
+            s.ack("1001", 9).unwrap_err().to_string(),
+            "ack error , clientId:1001 batchId:9 is not exist , please check"
+        );
+        let acked = s.ack("1001", 1).unwrap();
+        assert_eq!(acked.resume, ResumePoint::at("bin.000001", 120));
+        assert_eq!(acked.rows, 2);
+        assert_eq!(s.stats().entries, 3);
+    }
+
+    #[tokio::test]
+    async fn rollback_redelivers_unacked_entries() {
+        let s = store(16, BatchMode::Itemsize);
+        for i in 0..4 {
+            s.put(entry(i, EntryKind::Row, 1)).await.unwrap();
+        }
+        let first = s.get("1001", 3, Wait::No).await.unwrap();
+        s.rollback("1001", 0).unwrap();
+        let again = s.get("1001", 10, Wait::No).await.unwrap();
+        assert_eq!(again.entries[..3], first.entries[..]);
+        assert_eq!(again.entries.len(), 4);
+        assert_eq!(s.get("1001", 10, Wait::No).await.unwrap().id, -1);
+    }
+
+    #[tokio::test]
+    async fn memsize_batches_hold_at_least_one_entry_and_may_overshoot_by_one() {
+        let s = store(16, BatchMode::Memsize);
+        for i in 0..4 {
+            s.put(entry(i, EntryKind::Row, 150)).await.unwrap();
+        }
+        // 1 unit = 100 bytes: the first entry already exceeds it.
+        assert_eq!(s.get("1001", 1, Wait::No).await.unwrap().entries.len(), 1);
+        // 2 units = 200 bytes: 150 is within, the second (300) overshoots and ends the batch.
+        assert_eq!(s.get("1001", 2, Wait::No).await.unwrap().entries.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn full_store_blocks_put_until_ack() {
+        let s = Arc::new(store(2, BatchMode::Itemsize));
+        s.put(entry(1, EntryKind::Row, 1)).await.unwrap();
+        s.put(entry(2, EntryKind::End, 1)).await.unwrap();
+        assert!(s.is_full());
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move { s.put(entry(3, EntryKind::Row, 1)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        let batch = s.get("1001", 10, Wait::No).await.unwrap();
+        let acked = s.ack("1001", batch.id).unwrap();
+        assert_eq!(acked.boundary.unwrap().position.position, 2);
+        writer.await.unwrap().unwrap();
+        assert_eq!(s.stats().entries, 1);
+    }
+
+    #[tokio::test]
+    async fn blocking_get_waits_for_a_full_batch_or_the_timeout() {
+        let s = Arc::new(store(16, BatchMode::Itemsize));
+        let reader = {
+            let s = s.clone();
+            tokio::spawn(async move { s.get("1001", 2, Wait::Forever).await })
+        };
+        s.put(entry(1, EntryKind::Row, 1)).await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished());
+        s.put(entry(2, EntryKind::Row, 1)).await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap().entries.len(), 2);
+
+        s.put(entry(3, EntryKind::Row, 1)).await.unwrap();
+        let partial = s.get("1001", 5, Wait::Up(Duration::from_millis(20))).await.unwrap();
+        assert_eq!(partial.entries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn close_wakes_waiters() {
+        let s = Arc::new(store(16, BatchMode::Itemsize));
+        let reader = {
+            let s = s.clone();
+            tokio::spawn(async move { s.get("1001", 2, Wait::Forever).await })
+        };
+        tokio::task::yield_now().await;
+        s.close();
+        assert_eq!(reader.await.unwrap().unwrap_err(), StoreError::Closed);
+    }
+}
