@@ -1,1 +1,365 @@
+//! Test harness: real local services started by the project's own scripts in `e2e/services/`, and helpers to run
+//! `canal-instance` processes against them.
+//!
+//! Every service is started with `--owner-pid` set to the test process, so its watchdog stops it and removes its
+//! directory when the test process exits, however it exits. Nothing here fakes MySQL, ZooKeeper or a client.
 
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e has a parent")
+        .to_path_buf()
+}
+
+fn services_dir() -> PathBuf {
+    repo_root().join("e2e/services")
+}
+
+/// Parses a `KEY=value` env file written by the service scripts.
+fn read_env_file(path: &Path) -> HashMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            (
+                k.trim().to_string(),
+                v.trim().trim_matches('"').trim_matches('\'').to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Runs a service script's start command and returns the env file it wrote.
+fn start_service(script: &str, command: &str, dir: &Path, extra: &[&str]) -> HashMap<String, String> {
+    let output = Command::new("bash")
+        .arg(services_dir().join(script))
+        .arg(command)
+        .arg("--owner-pid")
+        .arg(std::process::id().to_string())
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(
+        output.status.success(),
+        "{script} {command} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let env_file = stdout.lines().last().expect("the script prints its env file").trim();
+    read_env_file(Path::new(env_file))
+}
+
+fn stop_service(script: &str, dir: &Path) {
+    let _ = Command::new("bash")
+        .arg(services_dir().join(script))
+        .args(["stop", "--rm"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn fresh_dir(prefix: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .expect("create temp dir")
+        .keep()
+}
+
+/// A throwaway MariaDB with binlog ROW/FULL/FULL, a replication user `canal`/`canal` and admin `root`/`root`.
+pub struct MariaDb {
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl MariaDb {
+    /// Starts a server; `extra` are additional mariadbd arguments (they override the defaults).
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = fresh_dir("canal-mariadb-");
+        let env = start_service("mariadb.sh", "start", &dir, extra);
+        let port = env["MYSQL_PORT"].parse().expect("MYSQL_PORT is a port");
+        Self { dir, port }
+    }
+
+    /// One server shared by every test of the calling test binary.
+    pub fn shared() -> &'static MariaDb {
+        static SHARED: OnceLock<MariaDb> = OnceLock::new();
+        SHARED.get_or_init(|| MariaDb::start(&[]))
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// An admin connection (root/root over TCP) with utf8mb4.
+    pub async fn admin(&self) -> mysql_async::Conn {
+        let opts = mysql_async::OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some("root"))
+            .pass(Some("root"))
+            .prefer_socket(false)
+            .init(vec!["SET NAMES utf8mb4"]);
+        mysql_async::Conn::new(opts)
+            .await
+            .expect("admin connection to the test MariaDB")
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        stop_service("mariadb.sh", &self.dir);
+    }
+}
+
+/// A throwaway ZooKeeper, standalone or a 3-node ensemble.
+pub struct ZooKeeper {
+    dir: PathBuf,
+    /// The connect string, `host:port[,host:port...]`.
+    pub servers: String,
+    pub env: HashMap<String, String>,
+}
+
+impl ZooKeeper {
+    pub fn standalone() -> Self {
+        Self::start("start")
+    }
+
+    pub fn ensemble() -> Self {
+        Self::start("start-ensemble")
+    }
+
+    fn start(command: &str) -> Self {
+        let dir = fresh_dir("canal-zk-");
+        let env = start_service("zookeeper.sh", command, &dir, &[]);
+        Self {
+            dir,
+            servers: env["ZK_SERVERS"].clone(),
+            env,
+        }
+    }
+
+    /// PIDs of the running server processes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.env["ZK_PIDS"]
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect()
+    }
+
+    pub fn stop(&self) {
+        stop_service("zookeeper.sh", &self.dir);
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends a ZooKeeper four-letter command and returns the answer.
+pub fn four_letter(address: &str, command: &str) -> std::io::Result<String> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(command.as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut condition: F) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A `canal-instance` process started from a YAML config.
+pub struct InstanceProcess {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl InstanceProcess {
+    /// Starts `binary --config` with `config` (YAML) and the environment `env`; does not wait for readiness.
+    pub fn spawn(binary: &str, dir: &Path, config: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        std::fs::create_dir_all(dir).expect("instance dir");
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!("instance-{}.log", STARTS.fetch_add(1, Ordering::Relaxed)));
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(&config_path)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log handle"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn canal-instance");
+        Self {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for `{needle}` in the instance log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance did not exit within {timeout:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        self.wait_exit(Duration::from_secs(30)).await
+    }
+}
+
+impl Drop for InstanceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A standalone instance config for `mysql` reading only `schema`.
+pub fn standalone_config(destination: &str, mysql: &MariaDb, schema: &str, port: u16, data_dir: &Path) -> String {
+    format!(
+        "destination: {destination}\n\
+         source:\n  address: {}\n  username: canal\n  serverId: {}\n\
+         filter:\n  include: '{schema}\\..*'\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n\
+         dataDir: {}\n",
+        mysql.address(),
+        1000 + port as u32 % 50000,
+        data_dir.display()
+    )
+}
+
+/// The Python interpreter of the test venv with canal-python 0.4 and protobuf 3.20.x, created on first use.
+pub fn python_with_canal() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let script = repo_root().join("e2e/python/venv.sh");
+            let output = Command::new("bash")
+                .arg(&script)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run e2e/python/venv.sh");
+            assert!(
+                output.status.success(),
+                "creating the canal-python venv failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            PathBuf::from(
+                String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .last()
+                    .expect("python path")
+                    .trim(),
+            )
+        })
+        .clone()
+}

@@ -66,6 +66,10 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
     match column.column_type {
         MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_INT24 | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG => {
             let (text, beyond_signed) = match *v {
+                // mysql_common 0.37 does not sign-extend signed MEDIUMINT: -8388608 arrives as 8388608.
+                Value::Int(i) if column.column_type == MYSQL_TYPE_INT24 && !column.unsigned && i >= 1 << 23 => {
+                    ((i - (1 << 24)).to_string(), false)
+                }
                 Value::Int(i) => (
                     i.to_string(),
                     column.unsigned && exceeds_signed(column.column_type, i as i128),

@@ -1,0 +1,156 @@
+//! Shared helpers for the integration tests: an instance per test, reading its own schema of a shared MariaDB.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
+use canal_instance::client::{CanalClient, GetWait};
+use canal_instance::proto::entry::{RowChange, RowData};
+use canal_instance::proto::{Entry, EntryType, EventType};
+use mysql_async::prelude::Queryable;
+use prost::Message;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_canal-instance");
+
+/// A destination under test: its own schema, data dir and instance process.
+pub struct Fixture {
+    pub schema: String,
+    pub dir: PathBuf,
+    pub port: u16,
+    pub config: String,
+    pub instance: InstanceProcess,
+}
+
+/// Creates `schema` (dropping an old one) and runs each statement.
+pub async fn setup_schema(db: &MariaDb, schema: &str, statements: &[&str]) {
+    let mut conn = db.admin().await;
+    conn.query_drop(format!("DROP DATABASE IF EXISTS `{schema}`"))
+        .await
+        .unwrap();
+    conn.query_drop(format!("CREATE DATABASE `{schema}`")).await.unwrap();
+    conn.query_drop(format!("USE `{schema}`")).await.unwrap();
+    for s in statements {
+        conn.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+/// Runs statements in `schema`.
+pub async fn exec(db: &MariaDb, schema: &str, statements: &[&str]) {
+    let mut conn = db.admin().await;
+    conn.query_drop(format!("USE `{schema}`")).await.unwrap();
+    conn.query_drop("SET time_zone = '+00:00'").await.unwrap();
+    for s in statements {
+        conn.query_drop(*s).await.unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
+impl Fixture {
+    /// Starts an instance reading `schema` from the current end of the binlog; `extra` is appended to its config.
+    pub async fn start(db: &MariaDb, schema: &str, extra: &str) -> Fixture {
+        let dir = tempfile::Builder::new().prefix("canal-test-").tempdir().unwrap().keep();
+        let port = free_port();
+        let config = format!(
+            "{}{extra}",
+            standalone_config("example", db, schema, port, &dir.join("data"))
+        );
+        let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+        let fixture = Fixture {
+            schema: schema.to_string(),
+            dir,
+            port,
+            config,
+            instance,
+        };
+        fixture
+            .instance
+            .wait_for_log("binlog dump started", Duration::from_secs(30))
+            .await;
+        fixture
+    }
+
+    /// Starts the instance again with the same config and data dir.
+    pub async fn restart(&mut self) {
+        self.instance.kill();
+        self.instance = InstanceProcess::spawn(
+            BINARY,
+            &self.dir,
+            &self.config,
+            self.port,
+            &[("CANAL_SOURCE_PASSWORD", "canal")],
+        );
+        self.instance
+            .wait_for_log("binlog dump started", Duration::from_secs(30))
+            .await;
+    }
+
+    pub async fn client(&self) -> CanalClient {
+        let mut client = CanalClient::connect(&self.instance.address(), "", "").await.unwrap();
+        client.subscribe("example", "1001", "").await.unwrap();
+        client
+    }
+}
+
+/// One row change as received.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub event_type: EventType,
+    pub schema: String,
+    pub table: String,
+    pub row: RowData,
+}
+
+/// Decodes the row changes of entries (DDL and transaction markers are skipped).
+pub fn changes(entries: &[Entry]) -> Vec<Change> {
+    let mut out = Vec::new();
+    for entry in entries {
+        if entry.entry_type() != EntryType::Rowdata {
+            continue;
+        }
+        let header = entry.header.clone().unwrap_or_default();
+        let change = RowChange::decode(entry.store_value.clone().unwrap_or_default()).unwrap();
+        if change.is_ddl() {
+            continue;
+        }
+        for row in change.row_datas {
+            out.push(Change {
+                event_type: header.event_type(),
+                schema: header.schema_name().to_string(),
+                table: header.table_name().to_string(),
+                row,
+            });
+        }
+    }
+    out
+}
+
+/// Gets and acks until `count` row changes arrived (or panics after `timeout`). Returns all entries.
+pub async fn receive_rows(client: &mut CanalClient, count: usize, timeout: Duration) -> Vec<Entry> {
+    let deadline = Instant::now() + timeout;
+    let mut entries = Vec::new();
+    while changes(&entries).len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {} of {count} row changes arrived",
+            changes(&entries).len()
+        );
+        let message = client
+            .get_without_ack(1000, GetWait::Up(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        if message.batch_id != -1 {
+            entries.extend(message.entries);
+            client.ack(message.batch_id).await.unwrap();
+        }
+    }
+    entries
+}
+
+/// The value of column `name` in a row image.
+pub fn value_of<'a>(columns: &'a [canal_instance::proto::entry::Column], name: &str) -> &'a str {
+    columns
+        .iter()
+        .find(|c| c.name() == name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .value()
+}
