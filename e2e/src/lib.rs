@@ -84,6 +84,8 @@ fn fresh_dir(prefix: &str) -> PathBuf {
 pub struct MariaDb {
     dir: PathBuf,
     pub port: u16,
+    /// PID of the mariadbd process.
+    pub pid: u32,
 }
 
 impl MariaDb {
@@ -92,7 +94,8 @@ impl MariaDb {
         let dir = fresh_dir("canal-mariadb-");
         let env = start_service("mariadb.sh", "start", &dir, extra);
         let port = env["MYSQL_PORT"].parse().expect("MYSQL_PORT is a port");
-        Self { dir, port }
+        let pid = env["MYSQL_PID"].parse().expect("MYSQL_PID is a pid");
+        Self { dir, port, pid }
     }
 
     /// One server shared by every test of the calling test binary.

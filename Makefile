@@ -1,0 +1,31 @@
+# canal-rs front door. `make demo` runs the main job locally; `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all deps build demo test lint fmt
+
+all: build
+
+## deps: install the local services (MariaDB, ZooKeeper) when missing and the canal-python test venv
+deps:
+	bash e2e/services/install.sh
+	bash e2e/python/venv.sh >/dev/null
+
+build:
+	$(CARGO) build --workspace
+
+## demo: local MariaDB + standalone canal-instance + sample writes + tail; Ctrl-C stops everything
+demo: deps build
+	bash examples/demo.sh
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python
+test: deps lint
+	$(CARGO) test --workspace
