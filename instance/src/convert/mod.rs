@@ -133,28 +133,22 @@ impl Converter {
             timestamp_ms: header.timestamp() as i64 * 1000,
             server_id: header.server_id(),
         };
-        let position = format!("{}:{}", self.journal, info.offset);
-
+        let offset = info.offset;
         if raw_type == MARIADB_GTID_EVENT {
-            return self.mariadb_gtid(event.data(), info).map_err(|message| Error::Decode {
-                position: position.clone(),
-                message,
-            });
+            return self
+                .mariadb_gtid(event.data(), info)
+                .map_err(|message| self.decode_error(offset, message));
         }
-        let data = event.read_data().map_err(|e| Error::Decode {
-            position: position.clone(),
-            message: format!("event type {raw_type}: {e}"),
-        })?;
+        let data = event
+            .read_data()
+            .map_err(|e| self.decode_error(offset, format!("event type {raw_type}: {e}")))?;
         let produced = match data {
             Some(EventData::RotateEvent(rotate)) => {
                 self.rotate(&rotate.name(), artificial);
                 Vec::new()
             }
             Some(EventData::TableMapEvent(tme)) => {
-                let info = TableInfo::from_table_map(&tme).map_err(|e| Error::Decode {
-                    position: position.clone(),
-                    message: e.to_string(),
-                })?;
+                let info = TableInfo::from_table_map(&tme).map_err(|e| self.decode_error(offset, e.to_string()))?;
                 self.tables.insert(
                     tme.table_id(),
                     Table {
@@ -170,13 +164,19 @@ impl Converter {
             }
             Some(EventData::QueryEvent(query)) => self.query(&query.query(), &query.schema(), query.thread_id(), &info),
             Some(EventData::XidEvent(xid)) => self.end(xid.xid.to_string(), &info),
-            Some(EventData::RowsEvent(rows)) => self.rows(&rows, &info).map_err(|message| Error::Decode {
-                position: position.clone(),
-                message,
-            })?,
+            Some(EventData::RowsEvent(rows)) => self
+                .rows(&rows, &info)
+                .map_err(|message| self.decode_error(offset, message))?,
             _ => Vec::new(),
         };
         Ok(self.skip_delivered(produced))
+    }
+
+    fn decode_error(&self, offset: u64, message: String) -> Error {
+        Error::Decode {
+            position: format!("{}:{offset}", self.journal),
+            message,
+        }
     }
 
     /// Drops entries a previous run already delivered (see [`ResumePoint`]).
