@@ -41,11 +41,23 @@ fn read_env_file(path: &Path) -> HashMap<String, String> {
 
 /// Runs a service script's start command and returns the env file it wrote.
 fn start_service(script: &str, command: &str, dir: &Path, extra: &[&str]) -> HashMap<String, String> {
+    start_service_with(script, command, &[], dir, extra)
+}
+
+/// Like [`start_service`], with options placed before the directory argument.
+fn start_service_with(
+    script: &str,
+    command: &str,
+    options: &[&str],
+    dir: &Path,
+    extra: &[&str],
+) -> HashMap<String, String> {
     let output = Command::new("bash")
         .arg(services_dir().join(script))
         .arg(command)
         .arg("--owner-pid")
         .arg(std::process::id().to_string())
+        .args(options)
         .arg(dir)
         .args(extra)
         .stdin(Stdio::null())
@@ -106,6 +118,26 @@ impl MariaDb {
 
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server, keeping its data, as an outage would.
+    pub fn stop_server(&self) {
+        let status = Command::new("bash")
+            .arg(services_dir().join("mariadb.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run mariadb.sh stop");
+        assert!(status.success(), "mariadb.sh stop failed");
+    }
+
+    /// Starts a stopped server again on the same data and port.
+    pub fn start_server(&mut self) {
+        let port = self.port.to_string();
+        let env = start_service_with("mariadb.sh", "start", &["--port", &port], &self.dir, &[]);
+        self.pid = env["MYSQL_PID"].parse().expect("MYSQL_PID is a pid");
     }
 
     /// An admin connection (root/root over TCP) with utf8mb4.

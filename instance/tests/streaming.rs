@@ -133,3 +133,33 @@ async fn huge_transaction_streams_through_a_small_store() {
     let extra = changes(&tail.entries);
     assert!(extra.is_empty(), "no row is delivered twice: {} extra", extra.len());
 }
+
+#[tokio::test]
+async fn several_clients_connect_at_once() {
+    let db = MariaDb::shared();
+    setup_schema(db, "multi_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let fixture = Fixture::start(db, "multi_db", "").await;
+    let address = fixture.instance.address();
+    // Open several connections together; every one completes the handshake, authenticates and is served.
+    let sessions = (0..8).map(|i| {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let mut client = canal_instance::client::CanalClient::connect(&address, "", "")
+                .await
+                .unwrap();
+            client.subscribe("example", &(2000 + i).to_string(), "").await.unwrap();
+            client.get_without_ack(10, GetWait::No).await.unwrap();
+            client
+        })
+    });
+    let mut clients = Vec::new();
+    for session in sessions {
+        clients.push(session.await.unwrap());
+    }
+    // While they stay connected, a consumer still gets the data.
+    exec(db, "multi_db", &["INSERT INTO t VALUES (1), (2)"]).await;
+    let mut consumer = fixture.client().await;
+    let entries = receive_rows(&mut consumer, 2, Duration::from_secs(30)).await;
+    assert_eq!(changes(&entries).len(), 2);
+    drop(clients);
+}
