@@ -20,8 +20,9 @@ use crate::server::{self, ServerAuth};
 use crate::source::{BinlogSource, HEARTBEAT_PERIOD};
 use crate::store::{Batch, Store, StoreError, Wait};
 
-/// How often the reader logs where it is.
+/// How often the reader logs where it is while rows flow, and while nothing happens.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(300);
 /// Longest wait between reconnection attempts to the source.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -76,8 +77,11 @@ impl Destination {
         }
         let meta = self.meta.clone();
         let filter = filter.to_string();
-        let initial = LogPosition::initial(&self.source_address, self.store.acked_resume());
-        Self::blocking(move || meta.subscribe(client_id, &filter, || initial)).await?;
+        let initial = self
+            .store
+            .acked_resume()
+            .map(|r| LogPosition::initial(&self.source_address, r));
+        Self::blocking(move || meta.subscribe(client_id, &filter, initial)).await?;
         tracing::info!(client_id, "client subscribed");
         Ok(())
     }
@@ -135,15 +139,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .map_err(|e| Error::io(format!("cannot listen on {bind} (server.host/server.port)"), e))?;
     tracing::info!(address = %bind, destination = %config.destination, "canal server listening");
 
-    let Some(start) = start_position(&settings, &meta, &source, &shutdown).await else {
-        return Ok(());
-    };
-    tracing::info!(position = %start, "binlog dump starts");
-    let store = Arc::new(Store::new(&config.store, start));
+    // Clients are served from the first moment, even while the start position cannot be determined yet (the
+    // source may be down): they connect, subscribe and get empty batches instead of hanging on a silent port.
+    let store = Arc::new(Store::new(&config.store));
     let destination = Arc::new(Destination {
         name: config.destination.clone(),
         store: store.clone(),
-        meta,
+        meta: meta.clone(),
         filter: filter.clone(),
         exclude: config.filter.exclude.clone(),
         source_address: source.address(),
@@ -155,13 +157,17 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     };
     let server = tokio::spawn(server::serve(listener, destination, auth, shutdown.clone()));
 
-    let options = ConvertOptions {
-        ddl: config.filter.ddl,
-        dcl: config.filter.dcl,
-        transaction_entries: config.filter.transaction_entries,
-        time_zone: settings.time_zone.clone(),
-    };
-    read_binlog(&source, &store, &filter, &options, &shutdown).await;
+    if let Some(start) = start_position(&settings, &meta, &source, &shutdown).await {
+        tracing::info!(position = %start, "binlog dump starts");
+        store.start_at(start.clone());
+        let options = ConvertOptions {
+            ddl: config.filter.ddl,
+            dcl: config.filter.dcl,
+            transaction_entries: config.filter.transaction_entries,
+            time_zone: settings.time_zone.clone(),
+        };
+        read_binlog(&source, &store, &start, &filter, &options, &shutdown).await;
+    }
 
     store.close();
     if let Err(e) = server.await {
@@ -225,13 +231,14 @@ impl Backoff {
 async fn read_binlog(
     source: &BinlogSource,
     store: &Arc<Store>,
+    start: &ResumePoint,
     filter: &Arc<RwLock<TableFilter>>,
     options: &ConvertOptions,
     shutdown: &CancellationToken,
 ) {
     let mut backoff = Backoff::default();
     while !shutdown.is_cancelled() {
-        let resume = store.tail_resume();
+        let resume = store.tail_resume().unwrap_or_else(|| start.clone());
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = source.dump(&resume) => r,
@@ -326,7 +333,8 @@ impl<'a> Progress<'a> {
 
     fn maybe_log(&mut self, converter: &Converter) {
         let elapsed = self.last_log.elapsed();
-        if elapsed < PROGRESS_INTERVAL {
+        let idle = self.rows == self.rows_at_last_log;
+        if elapsed < PROGRESS_INTERVAL || (idle && elapsed < IDLE_PROGRESS_INTERVAL) {
             return;
         }
         let stats = self.store.stats();

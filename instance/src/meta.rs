@@ -194,8 +194,9 @@ impl MetaStore {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a subscription; a client without a cursor gets `initial`. Persists before returning.
-    pub fn subscribe(&self, client_id: i16, filter: &str, initial: impl FnOnce() -> LogPosition) -> Result<()> {
+    /// Registers a subscription; a client without a cursor gets `initial` (none while the start position is still
+    /// unknown: its first ack sets it). Persists before returning.
+    pub fn subscribe(&self, client_id: i16, filter: &str, initial: Option<LogPosition>) -> Result<()> {
         let mut data = self.lock();
         let destination = data.destination.clone();
         match data
@@ -206,7 +207,7 @@ impl MetaStore {
             Some(client) => {
                 client.client_identity.filter = filter.to_string();
                 if client.cursor.is_none() {
-                    client.cursor = Some(initial());
+                    client.cursor = initial;
                 }
             }
             None => data.client_datas.push(ClientData {
@@ -215,7 +216,7 @@ impl MetaStore {
                     destination,
                     filter: filter.to_string(),
                 },
-                cursor: Some(initial()),
+                cursor: initial,
             }),
         }
         self.persist(&data)
@@ -321,9 +322,11 @@ mod tests {
     fn cursor_survives_reopen_and_keeps_canal_field_names() {
         let dir = tempfile::tempdir().unwrap();
         let meta = MetaStore::open(dir.path(), "example").unwrap();
-        meta.subscribe(1001, "", || {
-            LogPosition::initial(&source(), ResumePoint::at("bin.000001", 4))
-        })
+        meta.subscribe(
+            1001,
+            "",
+            Some(LogPosition::initial(&source(), ResumePoint::at("bin.000001", 4))),
+        )
         .unwrap();
         let boundary = Boundary {
             position: BinlogPosition {

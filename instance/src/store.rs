@@ -95,9 +95,10 @@ struct Inner {
     batches: BTreeMap<i64, Outstanding>,
     next_batch: i64,
     /// Resume point just before `entries[0]`: after the last acknowledged entry, or where the dump started.
-    acked_resume: ResumePoint,
-    /// Resume point after the last entry put.
-    tail_resume: ResumePoint,
+    /// `None` until the start position is known.
+    acked_resume: Option<ResumePoint>,
+    /// Resume point after the last entry put; `None` until the start position is known.
+    tail_resume: Option<ResumePoint>,
     closed: bool,
 }
 
@@ -115,7 +116,8 @@ pub struct Store {
 }
 
 impl Store {
-    pub fn new(config: &StoreConfig, start: ResumePoint) -> Self {
+    /// An empty store. Until [`Store::start_at`] is called it hands out nothing and has no resume points.
+    pub fn new(config: &StoreConfig) -> Self {
         let mem_unit = config.mem_unit.max(1) as u64;
         Self {
             inner: Mutex::new(Inner {
@@ -125,8 +127,8 @@ impl Store {
                 bytes: 0,
                 batches: BTreeMap::new(),
                 next_batch: 1,
-                acked_resume: start.clone(),
-                tail_resume: start,
+                acked_resume: None,
+                tail_resume: None,
                 closed: false,
             }),
             readable: Notify::new(),
@@ -164,7 +166,7 @@ impl Store {
                 }
                 if self.has_room(&inner) {
                     inner.bytes += entry.event_length;
-                    inner.tail_resume = entry.resume_after.clone();
+                    inner.tail_resume = Some(entry.resume_after.clone());
                     inner.entries.push_back(entry);
                     drop(inner);
                     self.readable.notify_waiters();
@@ -285,29 +287,40 @@ impl Store {
         if batch_id != first {
             return Err(StoreError::NotFirst { batch_id, first });
         }
-        let batch = inner.batches.remove(&batch_id).expect("checked above");
-        let mut acked = Acked {
-            resume: inner.acked_resume.clone(),
-            boundary: None,
-            rows: 0,
+        let Some(batch) = inner.batches.remove(&batch_id) else {
+            return Err(StoreError::UnknownAck {
+                client_id: client_id.into(),
+                batch_id,
+            });
         };
+        let mut resume = None;
+        let mut boundary = None;
+        let mut rows = 0;
         while inner.first_seq < batch.end {
             let Some(entry) = inner.entries.pop_front() else { break };
             inner.first_seq += 1;
             inner.bytes -= entry.event_length;
-            acked.rows += entry.rows;
-            acked.resume = entry.resume_after.clone();
+            rows += entry.rows;
             if matches!(entry.kind, EntryKind::End | EntryKind::Statement) {
-                acked.boundary = Some(Boundary {
+                boundary = Some(Boundary {
                     position: entry.position.clone(),
                     execute_time: entry.execute_time,
                     server_id: entry.server_id,
                 });
             }
+            resume = Some(entry.resume_after);
         }
         // A rollback may have moved the get sequence behind the freed entries.
         inner.get_seq = inner.get_seq.max(inner.first_seq);
-        inner.acked_resume = acked.resume.clone();
+        // Every batch holds at least one entry, so `resume` is set; the fallback only guards that invariant.
+        let Some(resume) = resume.or_else(|| inner.acked_resume.clone()) else {
+            return Err(StoreError::UnknownAck {
+                client_id: client_id.into(),
+                batch_id,
+            });
+        };
+        inner.acked_resume = Some(resume.clone());
+        let acked = Acked { resume, boundary, rows };
         tracing::trace!(
             client_id = batch.client_id,
             batch_id,
@@ -344,13 +357,20 @@ impl Store {
         Ok(())
     }
 
-    /// Resume point before the oldest unacknowledged entry: a new client's cursor.
-    pub fn acked_resume(&self) -> ResumePoint {
+    /// Sets where the dump starts, once it is known. Entries may be put only after this.
+    pub fn start_at(&self, start: ResumePoint) {
+        let mut inner = self.lock();
+        inner.acked_resume = Some(start.clone());
+        inner.tail_resume = Some(start);
+    }
+
+    /// Resume point before the oldest unacknowledged entry (a new client's cursor); `None` before the start is known.
+    pub fn acked_resume(&self) -> Option<ResumePoint> {
         self.lock().acked_resume.clone()
     }
 
-    /// Resume point after the newest entry: where a reconnecting dump continues.
-    pub fn tail_resume(&self) -> ResumePoint {
+    /// Resume point after the newest entry (where a reconnecting dump continues); `None` before the start is known.
+    pub fn tail_resume(&self) -> Option<ResumePoint> {
         self.lock().tail_resume.clone()
     }
 
@@ -400,7 +420,9 @@ mod tests {
             batch_mode,
             mem_unit: 100,
         };
-        Store::new(&config, ResumePoint::at("bin.000001", 4))
+        let store = Store::new(&config);
+        store.start_at(ResumePoint::at("bin.000001", 4));
+        store
     }
 
     #[tokio::test]

@@ -23,6 +23,9 @@ use crate::store::Wait;
 
 /// canal's default idle timeout when the client does not send one (milliseconds).
 const DEFAULT_IDLE_MS: u64 = 3_600_000;
+/// Until a client has authenticated it gets little: a short time to do so and small frames.
+const UNAUTHENTICATED_IDLE: Duration = Duration::from_secs(30);
+const UNAUTHENTICATED_MAX_FRAME: usize = 64 * 1024;
 
 /// What the connection does after handling one packet.
 enum Next {
@@ -54,12 +57,12 @@ impl Session {
             peer,
             seed: rand::random(),
             authenticated: false,
-            idle: Duration::from_millis(DEFAULT_IDLE_MS),
+            idle: UNAUTHENTICATED_IDLE,
         }
     }
 
     pub async fn run(mut self, socket: TcpStream, shutdown: CancellationToken) {
-        let mut framed = Framed::new(socket, frame::codec(frame::MAX_REQUEST_FRAME));
+        let mut framed = Framed::new(socket, frame::codec(UNAUTHENTICATED_MAX_FRAME));
         tracing::debug!(peer = %self.peer, "client connected");
         if framed.send(frame::handshake(&self.seed)).await.is_err() {
             return;
@@ -109,7 +112,11 @@ impl Session {
             self.request(packet).await
         } else {
             // canal parses the first packet after the handshake as ClientAuth whatever its type says.
-            self.authenticate(&packet.body).await
+            let reply = self.authenticate(&packet.body).await;
+            if self.authenticated {
+                framed.codec_mut().set_max_frame_length(frame::MAX_REQUEST_FRAME);
+            }
+            reply
         };
         match reply {
             Ok(Some(response)) => framed.send(response).await?,
