@@ -11,6 +11,9 @@
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
+SERVICE_NAME=mariadb.sh
+# shellcheck source=lib.sh
+. "$(dirname "$SELF")/lib.sh"
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 START_TIMEOUT=${MARIADB_START_TIMEOUT:-60}
@@ -25,104 +28,8 @@ EOF
     exit 2
 }
 
-log() { echo "mariadb.sh: $*" >&2; }
-die() { echo "mariadb.sh: error: $*" >&2; exit 1; }
-
 # ---------------------------------------------------------------- helpers
-
-# Print "STATE STARTTIME" of a pid (from /proc/PID/stat), or fail.
-proc_info() {
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    # shellcheck disable=SC2086
-    set -- $s
-    echo "$1 ${20}"
-}
-
-# alive PID [STARTTIME]: the process exists, is not a zombie and (if given)
-# has the same start time (guards against pid reuse).
-alive() {
-    local info state st
-    [ -n "${1:-}" ] || return 1
-    info=$(proc_info "$1") || return 1
-    state=${info%% *}
-    st=${info#* }
-    [ "$state" != Z ] || return 1
-    [ -z "${2:-}" ] || [ "$2" = "$st" ]
-}
-
-starttime_of() { local i; i=$(proc_info "$1") || return 1; echo "${i#* }"; }
-
-# terminate PID STARTTIME: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL.
-terminate() {
-    local pid=$1 st=${2:-} i
-    alive "$pid" "$st" || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-        alive "$pid" "$st" || return 0
-        sleep 0.1
-    done
-    log "pid $pid did not stop within ${STOP_TIMEOUT}s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive "$pid" "$st" || return 0
-        sleep 0.1
-    done
-    log "pid $pid still alive after SIGKILL"
-    return 1
-}
-
-# Start a fully detached background process: new session, stdin from
-# /dev/null, stdout+stderr appended to LOGFILE, every other inherited fd
-# closed.  Prints its pid.
-#   detach LOGFILE cmd args...
-detach() {
-    local logfile=$1
-    shift
-    (
-        for fd in /proc/$BASHPID/fd/*; do
-            fd=${fd##*/}
-            if [ "$fd" -gt 2 ] 2>/dev/null; then
-                eval "exec $fd>&-" 2>/dev/null || true
-            fi
-        done
-        # No job control in a script, so this subshell is not a process group
-        # leader and setsid execs in place: $! is the real daemon pid.
-        exec setsid "$@" </dev/null >>"$logfile" 2>&1
-    ) </dev/null >/dev/null 2>&1 &
-    echo $!
-}
-
-# free_port: a loopback port that can be bound right now.  Chosen below the
-# ephemeral range so that outgoing client connections cannot grab it.
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 - <<'EOF'
-import random, socket
-while True:
-    p = random.randint(15000, 32000)
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        continue
-    finally:
-        s.close()
-    print(p)
-    break
-EOF
-    else
-        local p
-        while :; do
-            p=$((15000 + RANDOM % 17000))
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-                echo "$p"
-                return
-            fi
-        done
-    fi
-}
+# (log, die, alive, terminate, detach, free_ports, watchdog: see lib.sh)
 
 port_is_free() {
     if command -v python3 >/dev/null 2>&1; then
@@ -135,11 +42,6 @@ except OSError: sys.exit(1)' "$1"
     else
         ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
     fi
-}
-
-abs_dir() {
-    mkdir -p "$1"
-    (cd "$1" && pwd -P)
 }
 
 find_bins() {
@@ -159,30 +61,12 @@ read_pidinfo() {
     fi
 }
 
-# Kill the watchdog of DIR, unless we are the watchdog.
-kill_watchdog() {
-    local dir=$1 wpid wst
-    [ -f "$dir/watchdog.pidinfo" ] || return 0
-    read -r wpid wst <"$dir/watchdog.pidinfo" || true
-    rm -f "$dir/watchdog.pidinfo"
-    if [ -n "${wpid:-}" ] && [ "$wpid" != "$$" ] && alive "$wpid" "${wst:-}"; then
-        kill -TERM "$wpid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 50; i++)); do
-            alive "$wpid" "${wst:-}" || return 0
-            sleep 0.1
-        done
-        kill -KILL "$wpid" 2>/dev/null || true
-    fi
-}
-
 # start_watchdog OWNER DIR SVC_PID SVC_STARTTIME: (re)start the watchdog.
 start_watchdog() {
-    local owner=$1 dir=$2 owner_st wpid
+    local owner=$1 dir=$2 owner_st
     kill_watchdog "$dir"
     owner_st=$(starttime_of "$owner") || die "--owner-pid $owner: process is gone"
-    wpid=$(detach "$dir/watchdog.log" bash "$SELF" __watchdog "$owner" "$owner_st" "$dir" "$3" "$4")
-    echo "$wpid $(starttime_of "$wpid" || echo 0)" >"$dir/watchdog.pidinfo"
+    spawn_watchdog "$owner" "$owner_st" "$dir" "$3" "$4"
 }
 
 sock_dir_of() {
@@ -246,34 +130,20 @@ cmd_status() {
 
 # ---------------------------------------------------------------- watchdog
 
+# watchdog_collect DIR: note the current mariadbd in cmd_watchdog's last_pid/last_st.
+watchdog_collect() {
+    read_pidinfo "$1"
+    if [ -n "$SVC_PID" ]; then last_pid=$SVC_PID last_st=$SVC_ST; fi
+}
+
 # __watchdog OWNER_PID OWNER_STARTTIME DIR SVC_PID SVC_STARTTIME
 # Polls every second.  When the owner process is gone, or DIR was deleted
 # behind our back, stops mariadbd (using the last pid seen) and removes DIR.
 cmd_watchdog() {
     local owner=$1 owner_st=$2 dir=$3
-    local last_pid=$4 last_st=$5 sockdir sleeper=""
+    local last_pid=$4 last_st=$5 sockdir
     sockdir=$(sock_dir_of "$dir")
-    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
-    while :; do
-        if [ -d "$dir" ]; then
-            read_pidinfo "$dir"
-            if [ -n "$SVC_PID" ]; then last_pid=$SVC_PID last_st=$SVC_ST; fi
-        fi
-        if ! alive "$owner" "$owner_st"; then
-            echo "$(date '+%F %T') owner $owner is gone: stopping MariaDB and removing $dir"
-            break
-        fi
-        if [ ! -d "$dir" ]; then
-            echo "$(date '+%F %T') $dir was removed: stopping MariaDB"
-            break
-        fi
-        # 'wait' (unlike a foreground sleep) is interrupted by SIGTERM at once
-        sleep 1 &
-        sleeper=$!
-        wait "$sleeper" || true
-        sleeper=""
-    done
-    trap '' TERM INT
+    watchdog_wait MariaDB "$owner" "$owner_st" "$dir" watchdog_collect
     if [ -n "$last_pid" ]; then
         terminate "$last_pid" "$last_st" || true
     fi
@@ -311,10 +181,7 @@ cmd_start() {
     shift
     local extra=("$@")
 
-    if [ -n "$owner" ]; then
-        [[ "$owner" =~ ^[0-9]+$ ]] || die "--owner-pid must be a pid, got '$owner'"
-        alive "$owner" || die "--owner-pid $owner: no such process"
-    fi
+    check_owner_pid "$owner"
     if [ -n "$port" ]; then
         [[ "$port" =~ ^[0-9]+$ ]] || die "--port must be a number, got '$port'"
     fi
@@ -350,11 +217,13 @@ cmd_start() {
     # ---- initialise the data directory (first start only)
     if [ ! -d "$datadir/mysql" ]; then
         rm -rf "$datadir"
+        # A private tmpdir: concurrent installs sharing /tmp have collided on temporary table names.
+        mkdir -p "$dir/tmp"
         local user_args=()
         [ "$(id -u)" -ne 0 ] || user_args=(--user=root)
         if ! "$INSTALL_DB" --no-defaults \
             --auth-root-authentication-method=normal \
-            --datadir="$datadir" "${user_args[@]}" \
+            --datadir="$datadir" --tmpdir="$dir/tmp" "${user_args[@]}" \
             --skip-test-db --skip-name-resolve \
             --innodb-buffer-pool-size=32M --innodb-log-file-size=16M \
             </dev/null >"$dir/install.log" 2>&1; then
@@ -381,7 +250,7 @@ cmd_start() {
 
     local attempt pid ready
     for attempt in 1 2 3 4 5; do
-        [ -n "$port" ] || port=$(free_port)
+        [ -n "$port" ] || port=$(free_ports 1)
         : >"$errlog"
         rm -f "$pidfile"
         local root_args=()

@@ -14,6 +14,9 @@
 set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
+SERVICE_NAME=zookeeper.sh
+# shellcheck source=lib.sh
+. "$(dirname "$SELF")/lib.sh"
 
 START_TIMEOUT=${ZK_START_TIMEOUT:-60}
 STOP_TIMEOUT=${ZK_STOP_TIMEOUT:-30}
@@ -31,107 +34,8 @@ EOF
     exit 2
 }
 
-log() { echo "zookeeper.sh: $*" >&2; }
-die() { echo "zookeeper.sh: error: $*" >&2; exit 1; }
-
 # ---------------------------------------------------------------- helpers
-
-# Print "STATE STARTTIME" of a pid (from /proc/PID/stat), or fail.
-proc_info() {
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    # shellcheck disable=SC2086
-    set -- $s
-    echo "$1 ${20}"
-}
-
-# alive PID [STARTTIME]: exists, not a zombie, same start time if given.
-alive() {
-    local info state st
-    [ -n "${1:-}" ] || return 1
-    info=$(proc_info "$1") || return 1
-    state=${info%% *}
-    st=${info#* }
-    [ "$state" != Z ] || return 1
-    [ -z "${2:-}" ] || [ "$2" = "$st" ]
-}
-
-starttime_of() { local i; i=$(proc_info "$1") || return 1; echo "${i#* }"; }
-
-# terminate PID STARTTIME: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL.
-terminate() {
-    local pid=$1 st=${2:-} i
-    alive "$pid" "$st" || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
-        alive "$pid" "$st" || return 0
-        sleep 0.1
-    done
-    log "pid $pid did not stop within ${STOP_TIMEOUT}s, sending SIGKILL"
-    kill -KILL "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive "$pid" "$st" || return 0
-        sleep 0.1
-    done
-    log "pid $pid still alive after SIGKILL"
-    return 1
-}
-
-# detach LOGFILE cmd args...: start a fully detached process (new session,
-# stdin /dev/null, stdout+stderr appended to LOGFILE, other fds closed).
-# Prints its pid.
-detach() {
-    local logfile=$1
-    shift
-    (
-        for fd in /proc/$BASHPID/fd/*; do
-            fd=${fd##*/}
-            if [ "$fd" -gt 2 ] 2>/dev/null; then
-                eval "exec $fd>&-" 2>/dev/null || true
-            fi
-        done
-        # no job control in a script: this subshell is not a process group
-        # leader, so setsid execs in place and $! is the daemon's pid
-        exec setsid "$@" </dev/null >>"$logfile" 2>&1
-    ) </dev/null >/dev/null 2>&1 &
-    echo $!
-}
-
-# free_ports N: N distinct loopback ports that can be bound right now, chosen
-# below the ephemeral range so outgoing connections cannot take them.
-free_ports() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 - "$1" <<'EOF'
-import random, socket, sys
-n = int(sys.argv[1])
-socks, ports = [], []
-while len(ports) < n:
-    p = random.randint(15000, 32000)
-    if p in ports:
-        continue
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-    except OSError:
-        s.close()
-        continue
-    socks.append(s)
-    ports.append(p)
-print(" ".join(map(str, ports)))
-EOF
-    else
-        local ports=() p
-        while [ ${#ports[@]} -lt "$1" ]; do
-            p=$((15000 + RANDOM % 17000))
-            [[ " ${ports[*]} " != *" $p "* ]] || continue
-            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-                ports+=("$p")
-            fi
-        done
-        echo "${ports[*]}"
-    fi
-}
+# (log, die, alive, terminate, detach, free_ports, watchdog: see lib.sh)
 
 # zk4 PORT CMD: send a four-letter word, print the reply (empty on failure).
 zk4() {
@@ -161,11 +65,6 @@ find_java() {
     if [ -f /usr/share/java/slf4j-log4j12.jar ] && [ -f /usr/share/java/log4j-1.2.jar ]; then
         ZK_CP=$ZK_CP:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
     fi
-}
-
-abs_dir() {
-    mkdir -p "$1"
-    (cd "$1" && pwd -P)
 }
 
 node_count() {
@@ -322,7 +221,7 @@ wait_ruok() {
 # restart_watchdog DIR: (re)start the watchdog if DIR has an owner, passing
 # the current node pids so it can act even if DIR is deleted right away.
 restart_watchdog() {
-    local dir=$1 owner owner_st n count pids="" wpid
+    local dir=$1 owner owner_st n count pids=""
     [ -f "$dir/owner" ] || return 0
     read -r owner owner_st <"$dir/owner"
     kill_watchdog "$dir"
@@ -331,57 +230,29 @@ restart_watchdog() {
         read_node "$dir" "$n"
         [ -z "$NODE_PID" ] || pids+="${pids:+,}$NODE_PID:$NODE_ST"
     done
-    wpid=$(detach "$dir/watchdog.log" bash "$SELF" __watchdog "$owner" "$owner_st" "$dir" "$pids")
-    echo "$wpid $(starttime_of "$wpid" || echo 0)" >"$dir/watchdog.pidinfo"
+    spawn_watchdog "$owner" "$owner_st" "$dir" "$pids"
 }
 
-kill_watchdog() {
-    local dir=$1 wpid wst i
-    [ -f "$dir/watchdog.pidinfo" ] || return 0
-    read -r wpid wst <"$dir/watchdog.pidinfo" || true
-    rm -f "$dir/watchdog.pidinfo"
-    if [ -n "${wpid:-}" ] && [ "$wpid" != "$$" ] && alive "$wpid" "${wst:-}"; then
-        kill -TERM "$wpid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            alive "$wpid" "${wst:-}" || return 0
-            sleep 0.1
-        done
-        kill -KILL "$wpid" 2>/dev/null || true
-    fi
+# watchdog_collect DIR: note every node's current pid in cmd_watchdog's "known".
+watchdog_collect() {
+    local n count
+    count=$(node_count "$1")
+    for ((n = 1; n <= count; n++)); do
+        read_node "$1" "$n"
+        [ -z "$NODE_PID" ] || known[$NODE_PID]=$NODE_ST
+    done
 }
 
 # __watchdog OWNER_PID OWNER_STARTTIME DIR PID:ST,PID:ST,...
 cmd_watchdog() {
-    local owner=$1 owner_st=$2 dir=$3 sleeper="" n count
+    local owner=$1 owner_st=$2 dir=$3
     declare -A known=()
     local item
     IFS=, read -r -a items <<<"$4"
     for item in "${items[@]}"; do
         [ -z "$item" ] || known[${item%%:*}]=${item#*:}
     done
-    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
-    while :; do
-        if [ -d "$dir" ]; then
-            count=$(node_count "$dir")
-            for ((n = 1; n <= count; n++)); do
-                read_node "$dir" "$n"
-                [ -z "$NODE_PID" ] || known[$NODE_PID]=$NODE_ST
-            done
-        fi
-        if ! alive "$owner" "$owner_st"; then
-            echo "$(date '+%F %T') owner $owner is gone: stopping ZooKeeper and removing $dir"
-            break
-        fi
-        if [ ! -d "$dir" ]; then
-            echo "$(date '+%F %T') $dir was removed: stopping ZooKeeper"
-            break
-        fi
-        sleep 1 &
-        sleeper=$!
-        wait "$sleeper" || true
-        sleeper=""
-    done
-    trap '' TERM INT
+    watchdog_wait ZooKeeper "$owner" "$owner_st" "$dir" watchdog_collect
     local pid
     for pid in "${!known[@]}"; do
         alive "$pid" "${known[$pid]}" && kill -TERM "$pid" 2>/dev/null || true
@@ -517,10 +388,7 @@ cmd_start() {
     done
     [ $# -eq 1 ] || usage
     local dir=$1
-    if [ -n "$owner" ]; then
-        [[ "$owner" =~ ^[0-9]+$ ]] || die "--owner-pid must be a pid, got '$owner'"
-        alive "$owner" || die "--owner-pid $owner: no such process"
-    fi
+    check_owner_pid "$owner"
     find_java
     dir=$(abs_dir "$dir")
 

@@ -1,0 +1,197 @@
+# shellcheck shell=bash
+# Helpers shared by mariadb.sh and zookeeper.sh.  Sourced, never executed.
+#
+# The sourcing script sets, before sourcing:
+#   SELF          absolute path of the sourcing script (the watchdog re-runs it)
+#   SERVICE_NAME  prefix of log/die messages, e.g. "mariadb.sh"
+# and, before calling terminate:
+#   STOP_TIMEOUT  seconds to wait after SIGTERM before sending SIGKILL
+#
+# Then it sources this file by a path computed from its own location:
+#   . "$(dirname "$SELF")/lib.sh"
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    echo "$0: this file is sourced by mariadb.sh and zookeeper.sh, not run" >&2
+    exit 2
+fi
+: "${SELF:?set SELF before sourcing lib.sh}" "${SERVICE_NAME:?set SERVICE_NAME before sourcing lib.sh}"
+
+log() { echo "$SERVICE_NAME: $*" >&2; }
+die() { echo "$SERVICE_NAME: error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- processes
+
+# Print "STATE STARTTIME" of a pid (from /proc/PID/stat), or fail.
+proc_info() {
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo "$1 ${20}"
+}
+
+# alive PID [STARTTIME]: the process exists, is not a zombie and (if given)
+# has the same start time (guards against pid reuse).
+alive() {
+    local info state st
+    [ -n "${1:-}" ] || return 1
+    info=$(proc_info "$1") || return 1
+    state=${info%% *}
+    st=${info#* }
+    [ "$state" != Z ] || return 1
+    [ -z "${2:-}" ] || [ "$2" = "$st" ]
+}
+
+starttime_of() { local i; i=$(proc_info "$1") || return 1; echo "${i#* }"; }
+
+# terminate PID STARTTIME: SIGTERM, wait up to STOP_TIMEOUT, then SIGKILL.
+terminate() {
+    local pid=$1 st=${2:-} i
+    alive "$pid" "$st" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
+        alive "$pid" "$st" || return 0
+        sleep 0.1
+    done
+    log "pid $pid did not stop within ${STOP_TIMEOUT}s, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" "$st" || return 0
+        sleep 0.1
+    done
+    log "pid $pid still alive after SIGKILL"
+    return 1
+}
+
+# Start a fully detached background process: new session, stdin from
+# /dev/null, stdout+stderr appended to LOGFILE, every other inherited fd
+# closed.  Prints its pid.
+#   detach LOGFILE cmd args...
+detach() {
+    local logfile=$1
+    shift
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ] 2>/dev/null; then
+                eval "exec $fd>&-" 2>/dev/null || true
+            fi
+        done
+        # No job control in a script, so this subshell is not a process group
+        # leader and setsid execs in place: $! is the real daemon pid.
+        exec setsid "$@" </dev/null >>"$logfile" 2>&1
+    ) </dev/null >/dev/null 2>&1 &
+    echo $!
+}
+
+# ---------------------------------------------------------------- files, ports
+
+# free_ports N: N distinct loopback ports that can be bound right now, on one
+# line.  Chosen below the ephemeral range so that outgoing client connections
+# cannot grab them.
+free_ports() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$1" <<'EOF'
+import random, socket, sys
+n = int(sys.argv[1])
+socks, ports = [], []
+while len(ports) < n:
+    p = random.randint(15000, 32000)
+    if p in ports:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+    ports.append(p)
+print(" ".join(map(str, ports)))
+EOF
+    else
+        local ports=() p
+        while [ ${#ports[@]} -lt "$1" ]; do
+            p=$((15000 + RANDOM % 17000))
+            [[ " ${ports[*]} " != *" $p "* ]] || continue
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+                ports+=("$p")
+            fi
+        done
+        echo "${ports[*]}"
+    fi
+}
+
+# abs_dir DIR: create DIR if needed and print its absolute physical path.
+abs_dir() {
+    mkdir -p "$1"
+    (cd "$1" && pwd -P)
+}
+
+# ---------------------------------------------------------------- --owner-pid watchdog
+#
+# The watchdog is the sourcing script re-run as "SELF __watchdog OWNER
+# OWNER_STARTTIME DIR [service args...]", detached, logging to
+# DIR/watchdog.log; "PID STARTTIME" of it is kept in DIR/watchdog.pidinfo.
+
+# check_owner_pid OWNER: die unless OWNER is empty or a live pid.
+check_owner_pid() {
+    [ -n "$1" ] || return 0
+    [[ "$1" =~ ^[0-9]+$ ]] || die "--owner-pid must be a pid, got '$1'"
+    alive "$1" || die "--owner-pid $1: no such process"
+}
+
+# spawn_watchdog OWNER OWNER_STARTTIME DIR [service args...]: start the
+# watchdog of DIR and record its pid (kill_watchdog the old one first).
+spawn_watchdog() {
+    local wpid
+    wpid=$(detach "$3/watchdog.log" bash "$SELF" __watchdog "$@")
+    echo "$wpid $(starttime_of "$wpid" || echo 0)" >"$3/watchdog.pidinfo"
+}
+
+# Kill the watchdog of DIR, unless we are the watchdog.
+kill_watchdog() {
+    local dir=$1 wpid wst i
+    [ -f "$dir/watchdog.pidinfo" ] || return 0
+    read -r wpid wst <"$dir/watchdog.pidinfo" || true
+    rm -f "$dir/watchdog.pidinfo"
+    if [ -n "${wpid:-}" ] && [ "$wpid" != "$$" ] && alive "$wpid" "${wst:-}"; then
+        kill -TERM "$wpid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            alive "$wpid" "${wst:-}" || return 0
+            sleep 0.1
+        done
+        kill -KILL "$wpid" 2>/dev/null || true
+    fi
+}
+
+# watchdog_wait WHAT OWNER OWNER_STARTTIME DIR COLLECT: the watchdog's polling
+# loop.  Every second it runs "COLLECT DIR" while DIR exists (to note the
+# service's current pids, in the caller's variables), and returns as soon as
+# OWNER is gone or DIR was deleted, after logging why ("stopping WHAT").  A
+# SIGTERM/SIGINT while waiting (a normal stop kills the watchdog) exits 0;
+# once it returns they are ignored, so the caller's cleanup runs to the end.
+watchdog_wait() {
+    local what=$1 owner=$2 owner_st=$3 dir=$4 collect=$5 sleeper=""
+    trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM INT
+    while :; do
+        if [ -d "$dir" ]; then
+            "$collect" "$dir"
+        fi
+        if ! alive "$owner" "$owner_st"; then
+            echo "$(date '+%F %T') owner $owner is gone: stopping $what and removing $dir"
+            break
+        fi
+        if [ ! -d "$dir" ]; then
+            echo "$(date '+%F %T') $dir was removed: stopping $what"
+            break
+        fi
+        # 'wait' (unlike a foreground sleep) is interrupted by SIGTERM at once
+        sleep 1 &
+        sleeper=$!
+        wait "$sleeper" || true
+        sleeper=""
+    done
+    trap '' TERM INT
+}
