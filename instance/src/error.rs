@@ -58,6 +58,8 @@ pub enum Error {
     BinlogDump { position: String, message: String },
     #[error("cannot decode binlog event at {position}: {message}")]
     Decode { position: String, message: String },
+    #[error("ZooKeeper {servers}: {message}")]
+    ZooKeeper { servers: String, message: String },
     #[error("cursor store {path}: {message}")]
     Meta { path: PathBuf, message: String },
     #[error("{context}: {source}")]

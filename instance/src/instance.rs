@@ -1,24 +1,31 @@
-//! One destination, wired together: binlog reader → converter → store → canal server, with cursors in [`MetaStore`].
+//! One destination, wired together: binlog reader → converter → store → canal server, with cursors in [`Meta`].
 //!
-//! [`Destination`] is what the protocol server calls for each client request; [`run`] owns the reader loop,
-//! reconnects to the source with backoff, logs progress, and shuts everything down when told to.
+//! [`Destination`] is what the protocol server calls for each client request. It serves only during a [`Term`]:
+//! always in standalone mode, and in ZooKeeper mode only while this instance holds the election (and its lease).
+//! [`run`] owns the reader loop, reconnects to the source with backoff, logs progress, and shuts down in the order
+//! that loses nothing: stop serving, write cursors, then hand the running node over.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::convert::{ConvertOptions, Converter};
 use crate::error::{Error, Result};
 use crate::filter::TableFilter;
-use crate::meta::{LogPosition, MetaStore, SourceAddress};
+use crate::ha::{Election, Leadership, Lease};
+use crate::meta::file::MetaStore;
+use crate::meta::zk::ZkMeta;
+use crate::meta::{LogPosition, Meta, SourceAddress};
 use crate::position::ResumePoint;
 use crate::server::{self, ServerAuth};
 use crate::source::{BinlogSource, HEARTBEAT_PERIOD};
 use crate::store::{Batch, Store, StoreError, Wait};
+use crate::zk::Paths;
 
 /// How often the reader logs where it is while rows flow, and while nothing happens.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
@@ -37,21 +44,60 @@ impl From<StoreError> for Refused {
     }
 }
 
+/// What an active instance serves from: its store and cursor store, and in ZooKeeper mode the lease that proves it
+/// is still the active one.
+pub struct Term {
+    store: Arc<Store>,
+    meta: Meta,
+    lease: Option<Lease>,
+}
+
+impl Term {
+    fn holds(&self) -> bool {
+        self.lease.as_ref().is_none_or(Lease::holds)
+    }
+}
+
 /// The client-facing side of one destination.
 pub struct Destination {
     pub name: String,
-    store: Arc<Store>,
-    meta: Arc<MetaStore>,
     filter: Arc<RwLock<TableFilter>>,
     exclude: String,
     source_address: SourceAddress,
-    /// Serializes acks so cursors are written in the order batches were acknowledged.
+    term: RwLock<Option<Arc<Term>>>,
+    /// Serializes acks so cursors are written in the order batches were acknowledged, and lets a term end only
+    /// after the acks in flight are written.
     ack_lock: tokio::sync::Mutex<()>,
 }
 
 impl Destination {
-    fn require_subscribed(&self, client_id: i16) -> Result<(), Refused> {
-        if self.meta.is_subscribed(client_id) {
+    fn term(&self) -> Result<Arc<Term>, Refused> {
+        let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match term {
+            Some(term) if term.holds() => Ok(term),
+            _ => Err(self.not_active()),
+        }
+    }
+
+    fn not_active(&self) -> Refused {
+        Refused(format!("destination:{} should start first", self.name))
+    }
+
+    fn activate(&self, term: Arc<Term>) {
+        *self.term.write().unwrap_or_else(|p| p.into_inner()) = Some(term);
+    }
+
+    /// Stops serving: later requests are refused, waiting gets are woken, and acks in flight finish first.
+    async fn deactivate(&self) {
+        let term = self.term.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(term) = term {
+            term.store.close();
+            let _in_flight = self.ack_lock.lock().await;
+        }
+    }
+
+    fn require_subscribed(&self, term: &Term, client_id: i16) -> Result<(), Refused> {
+        if term.meta.is_subscribed(client_id) {
             Ok(())
         } else {
             Err(Refused(format!(
@@ -61,66 +107,73 @@ impl Destination {
         }
     }
 
-    async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T, Refused> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(result) => result.map_err(|e| Refused(e.to_string())),
-            Err(e) => Err(Refused(format!("internal error: {e}"))),
-        }
+    fn replace_filter(&self, include: &str) -> Result<(), Refused> {
+        let compiled = TableFilter::new(include, &self.exclude).map_err(|e| Refused(e.to_string()))?;
+        *self.filter.write().unwrap_or_else(|p| p.into_inner()) = compiled;
+        Ok(())
     }
 
     /// Subscribes a client. A non-blank filter replaces the include list for the whole destination, as in canal.
     pub async fn subscribe(&self, client_id: i16, filter: &str) -> Result<(), Refused> {
+        let term = self.term()?;
         if !filter.trim().is_empty() {
-            let compiled = TableFilter::new(filter, &self.exclude).map_err(|e| Refused(e.to_string()))?;
-            *self.filter.write().unwrap_or_else(|p| p.into_inner()) = compiled;
+            self.replace_filter(filter)?;
             tracing::info!(client_id, filter, "subscription filter replaces filter.include");
         }
-        let meta = self.meta.clone();
-        let filter = filter.to_string();
-        let initial = self
+        let initial = term
             .store
             .acked_resume()
             .map(|r| LogPosition::initial(&self.source_address, r));
-        Self::blocking(move || meta.subscribe(client_id, &filter, initial)).await?;
+        term.meta
+            .subscribe(client_id, filter, initial)
+            .await
+            .map_err(|e| Refused(e.to_string()))?;
         tracing::info!(client_id, "client subscribed");
         Ok(())
     }
 
     pub async fn unsubscribe(&self, client_id: i16) -> Result<(), Refused> {
-        let meta = self.meta.clone();
-        Self::blocking(move || meta.unsubscribe(client_id)).await?;
+        let term = self.term()?;
+        term.meta
+            .unsubscribe(client_id)
+            .await
+            .map_err(|e| Refused(e.to_string()))?;
         tracing::info!(client_id, "client unsubscribed");
         Ok(())
     }
 
     pub async fn get(&self, client_id: i16, fetch_size: i32, wait: Wait) -> Result<Batch, Refused> {
-        self.require_subscribed(client_id)?;
-        Ok(self.store.get(&client_id.to_string(), fetch_size, wait).await?)
+        let term = self.term()?;
+        self.require_subscribed(&term, client_id)?;
+        let batch = term.store.get(&client_id.to_string(), fetch_size, wait).await?;
+        // A get may have waited; hand nothing out if this instance stopped being the active one meanwhile.
+        if !term.holds() {
+            return Err(self.not_active());
+        }
+        Ok(batch)
     }
 
-    /// Acknowledges a batch. Returns only once the new cursor is on disk.
+    /// Acknowledges a batch. Returns only once the new cursor is stored.
     pub async fn ack(&self, client_id: i16, batch_id: i64) -> Result<(), Refused> {
-        self.require_subscribed(client_id)?;
         let _order = self.ack_lock.lock().await;
-        let acked = self.store.ack(&client_id.to_string(), batch_id)?;
-        let meta = self.meta.clone();
-        let source = self.source_address.clone();
-        Self::blocking(move || {
-            let previous = meta.cursor(client_id).unwrap_or_default();
-            meta.update_cursor(
-                client_id,
-                previous.advanced(&source, acked.boundary.as_ref(), acked.resume),
-            )
-        })
-        .await
+        let term = self.term()?;
+        self.require_subscribed(&term, client_id)?;
+        let acked = term.store.ack(&client_id.to_string(), batch_id)?;
+        let previous = term.meta.cursor(client_id).unwrap_or_default();
+        let cursor = previous.advanced(&self.source_address, acked.boundary.as_ref(), acked.resume);
+        term.meta
+            .update_cursor(client_id, cursor)
+            .await
+            .map_err(|e| Refused(e.to_string()))
     }
 
     pub async fn rollback(&self, client_id: i16, batch_id: i64) -> Result<(), Refused> {
-        if !self.meta.is_subscribed(client_id) {
+        let term = self.term()?;
+        if !term.meta.is_subscribed(client_id) {
             // canal ignores a rollback from a client that never subscribed (clients send one on connect).
             return Ok(());
         }
-        Ok(self.store.rollback(&client_id.to_string(), batch_id)?)
+        Ok(term.store.rollback(&client_id.to_string(), batch_id)?)
     }
 }
 
@@ -128,64 +181,219 @@ impl Destination {
 /// (the port is taken, the cursor file is unreadable).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
     let config = &settings.config;
-    let meta = Arc::new(MetaStore::open(&settings.state_dir(), &config.destination)?);
-    let include = meta.filter().unwrap_or_else(|| config.filter.include.clone());
-    let filter = Arc::new(RwLock::new(TableFilter::new(&include, &config.filter.exclude)?));
     let source = BinlogSource::new(&settings);
-
     let bind = format!("{}:{}", config.server.host, config.server.port);
     let listener = TcpListener::bind(&bind)
         .await
         .map_err(|e| Error::io(format!("cannot listen on {bind} (server.host/server.port)"), e))?;
     tracing::info!(address = %bind, destination = %config.destination, "canal server listening");
 
-    // Clients are served from the first moment, even while the start position cannot be determined yet (the
-    // source may be down): they connect, subscribe and get empty batches instead of hanging on a silent port.
-    let store = Arc::new(Store::new(&config.store));
     let destination = Arc::new(Destination {
         name: config.destination.clone(),
-        store: store.clone(),
-        meta: meta.clone(),
-        filter: filter.clone(),
+        filter: Arc::new(RwLock::new(TableFilter::new(
+            &config.filter.include,
+            &config.filter.exclude,
+        )?)),
         exclude: config.filter.exclude.clone(),
         source_address: source.address(),
+        term: RwLock::new(None),
         ack_lock: tokio::sync::Mutex::new(()),
     });
     let auth = ServerAuth {
         username: config.server.username.clone(),
         password_hash: settings.server_password_hash,
     };
-    let server = tokio::spawn(server::serve(listener, destination, auth, shutdown.clone()));
+    // The server outlives every term: a standby answers "should start first" rather than refusing connections.
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(listener, destination.clone(), auth, server_stop.clone()));
 
-    if let Some(start) = start_position(&settings, &meta, &source, &shutdown).await {
-        tracing::info!(position = %start, "binlog dump starts");
-        store.start_at(start.clone());
-        let options = ConvertOptions {
-            ddl: config.filter.ddl,
-            dcl: config.filter.dcl,
-            transaction_entries: config.filter.transaction_entries,
-            time_zone: settings.time_zone.clone(),
-        };
-        read_binlog(&source, &store, &start, &filter, &options, &shutdown).await;
-    }
-
-    store.close();
+    let outcome = match &config.zookeeper {
+        None => run_standalone(&settings, &source, &destination, &shutdown).await,
+        Some(_) => {
+            run_with_zookeeper(&settings, &source, &destination, &shutdown).await;
+            Ok(())
+        }
+    };
+    server_stop.cancel();
     if let Err(e) = server.await {
         tracing::error!(error = %e, "canal server task failed");
     }
-    tracing::info!("stopped; every acknowledged cursor is on disk");
+    outcome?;
+    tracing::info!("stopped; every acknowledged cursor is stored");
     Ok(())
+}
+
+fn convert_options(settings: &Settings) -> ConvertOptions {
+    let config = &settings.config;
+    ConvertOptions {
+        ddl: config.filter.ddl,
+        dcl: config.filter.dcl,
+        transaction_entries: config.filter.transaction_entries,
+        time_zone: settings.time_zone.clone(),
+    }
+}
+
+/// Serves one term: find the start, dump into a fresh store, until `stop`.
+async fn serve_term(
+    settings: &Settings,
+    source: &BinlogSource,
+    destination: &Destination,
+    meta: Meta,
+    lease: Option<Lease>,
+    stop: &CancellationToken,
+) {
+    if let Some(include) = meta.filter()
+        && let Err(e) = destination.replace_filter(&include)
+    {
+        tracing::warn!(error = %e, "ignoring the stored subscription filter");
+    }
+    let store = Arc::new(Store::new(&settings.config.store));
+    let term = Arc::new(Term {
+        store: store.clone(),
+        meta,
+        lease: lease.clone(),
+    });
+    // Clients are served from the first moment, even while the start position cannot be determined yet (the
+    // source may be down): they connect, subscribe and get empty batches instead of hanging.
+    destination.activate(term.clone());
+    if let Some(start) = start_position(settings, &term.meta, source, stop).await {
+        tracing::info!(position = %start, "binlog dump starts");
+        store.start_at(start.clone());
+        let options = convert_options(settings);
+        read_binlog(
+            source,
+            &store,
+            &start,
+            &destination.filter,
+            &options,
+            lease.as_ref(),
+            stop,
+        )
+        .await;
+    }
+    destination.deactivate().await;
+    if let Err(e) = term.meta.flush().await {
+        tracing::error!(error = %e, "could not write the last cursors");
+    }
+}
+
+async fn run_standalone(
+    settings: &Settings,
+    source: &BinlogSource,
+    destination: &Destination,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let meta = MetaStore::open(&settings.state_dir(), &settings.config.destination)?;
+    serve_term(
+        settings,
+        source,
+        destination,
+        Meta::File(Arc::new(meta)),
+        None,
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+/// The address published in ZooKeeper: `server.registerIp`, else `POD_IP`, else loopback.
+fn register_address(settings: &Settings) -> String {
+    let server = &settings.config.server;
+    let ip = server
+        .register_ip
+        .clone()
+        .or_else(|| std::env::var("POD_IP").ok().filter(|ip| !ip.is_empty()))
+        .unwrap_or_else(|| "127.0.0.1".into());
+    format!("{ip}:{}", server.port)
+}
+
+/// Waits until this instance leads with a valid lease; `None` on shutdown.
+async fn next_leadership(
+    leadership: &mut watch::Receiver<Option<Leadership>>,
+    shutdown: &CancellationToken,
+) -> Option<Leadership> {
+    loop {
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        let current = leadership.borrow_and_update().clone();
+        if let Some(leader) = current
+            && leader.lease.holds()
+        {
+            return Some(leader);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            changed = leadership.changed() => changed.ok()?,
+        }
+    }
+}
+
+async fn run_with_zookeeper(
+    settings: &Settings,
+    source: &BinlogSource,
+    destination: &Destination,
+    shutdown: &CancellationToken,
+) {
+    let Some(zookeeper) = settings.config.zookeeper.clone() else {
+        return;
+    };
+    let address = register_address(settings);
+    tracing::info!(address = %address, servers = %zookeeper.servers, "joining the election");
+    let election = Election::new(zookeeper.clone(), &settings.config.destination, address);
+    let mut leadership = election.leadership();
+    let release = CancellationToken::new();
+    let election_task = tokio::spawn(election.run(release.clone()));
+    let paths = Paths::new(&settings.config.destination);
+    let flush_period = Duration::from_millis(zookeeper.cursor_flush_period_ms as u64);
+
+    while let Some(leader) = next_leadership(&mut leadership, shutdown).await {
+        let stop = shutdown.child_token();
+        let watcher = {
+            let mut leadership = leadership.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                // The term ends as soon as the election says this instance is not (or may not be) active.
+                while leadership.borrow_and_update().is_some() {
+                    if leadership.changed().await.is_err() {
+                        break;
+                    }
+                }
+                stop.cancel();
+            })
+        };
+        match ZkMeta::load(leader.client.clone(), paths.clone(), &zookeeper.servers, flush_period).await {
+            Ok(meta) => {
+                let meta = Meta::ZooKeeper(meta);
+                serve_term(settings, source, destination, meta, Some(leader.lease.clone()), &stop).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read subscriptions from ZooKeeper; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        watcher.abort();
+        tracing::info!("stopped serving as the active instance");
+    }
+    // Cursors are written; now let a standby take over without waiting.
+    release.cancel();
+    if let Err(e) = election_task.await {
+        tracing::error!(error = %e, "election task failed");
+    }
 }
 
 /// Where the dump starts: the earliest client cursor, else the configured start, else the end of the binlog.
 async fn start_position(
     settings: &Settings,
-    meta: &MetaStore,
+    meta: &Meta,
     source: &BinlogSource,
     shutdown: &CancellationToken,
 ) -> Option<ResumePoint> {
     if let Some(resume) = meta.min_resume() {
-        tracing::info!(cursor_file = %meta.path().display(), "resuming from the acknowledged cursor");
+        tracing::info!(position = %resume, "resuming from the earliest acknowledged cursor");
         return Some(resume);
     }
     if let Some(start) = &settings.config.start {
@@ -234,6 +442,7 @@ async fn read_binlog(
     start: &ResumePoint,
     filter: &Arc<RwLock<TableFilter>>,
     options: &ConvertOptions,
+    lease: Option<&Lease>,
     shutdown: &CancellationToken,
 ) {
     let mut backoff = Backoff::default();
@@ -282,6 +491,10 @@ async fn read_binlog(
                     }
                     Ok(Some(Ok(event))) => event,
                 };
+                if lease.is_some_and(|l| !l.holds()) {
+                    // Fenced: another instance may take over at any moment; stop before doing anything more.
+                    return Ok(());
+                }
                 backoff = Backoff::default();
                 progress.last_offset = event.header().log_pos() as u64;
                 for entry in converter.convert(&event)? {

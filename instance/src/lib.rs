@@ -12,6 +12,7 @@ pub mod convert;
 pub mod ddl;
 pub mod error;
 pub mod filter;
+pub mod ha;
 pub mod instance;
 pub mod meta;
 pub mod position;
@@ -21,5 +22,6 @@ pub mod server;
 pub mod source;
 pub mod store;
 pub mod tail;
+pub mod zk;
 
 pub use error::{Error, Result};

@@ -117,7 +117,7 @@ async fn graceful_stop_keeps_the_cursor() {
     drop(client);
 
     assert_eq!(fixture.instance.terminate().await, Some(0), "SIGTERM is a clean exit");
-    assert!(fixture.instance.log().contains("every acknowledged cursor is on disk"));
+    assert!(fixture.instance.log().contains("every acknowledged cursor is stored"));
     exec(db, "stop_db", &["INSERT INTO t VALUES (4)"]).await;
     fixture.restart().await;
     let mut client = fixture.client().await;

@@ -1,4 +1,4 @@
-//! Client subscriptions and acknowledged cursors, persisted in a local file (standalone mode).
+//! Subscriptions and cursors in a local file (standalone mode).
 //!
 //! The file follows canal's `meta.dat` shape (`clientDatas[].clientIdentity` and `cursor` as a LogPosition, with the
 //! misspelt `postion` key), plus a `resume` point that makes restarts inside a transaction exact. Every change is
@@ -12,106 +12,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::LogPosition;
 use crate::error::{Error, Result};
-use crate::position::ResumePoint;
-use crate::store::Boundary;
-
-/// canal's `LogPosition`: where a client's acknowledged data ends.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogPosition {
-    pub identity: LogIdentity,
-    /// The spelling is canal's and must be kept for compatibility.
-    pub postion: EntryPosition,
-    /// canal-rs extension: where to restart so that nothing acknowledged is delivered again.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume: Option<ResumePoint>,
-}
-
-/// canal's `LogIdentity`: which database the position belongs to.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogIdentity {
-    pub slave_id: i64,
-    pub source_address: SourceAddress,
-}
-
-/// canal's serialization of a Java `InetSocketAddress`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourceAddress {
-    pub address: String,
-    pub port: u16,
-}
-
-/// canal's `EntryPosition`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EntryPosition {
-    #[serde(default)]
-    pub gtid: String,
-    #[serde(default)]
-    pub included: bool,
-    pub journal_name: String,
-    pub position: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub server_id: Option<i64>,
-    #[serde(default)]
-    pub timestamp: i64,
-}
-
-impl LogPosition {
-    /// The point to restart the dump from for this cursor.
-    pub fn resume_point(&self) -> ResumePoint {
-        self.resume.clone().unwrap_or_else(|| {
-            // A cursor written by canal points at the start of the acknowledged boundary event: restart there and
-            // drop that event's entry.
-            let position = self.postion.position.max(4) as u64;
-            ResumePoint {
-                skip_through: Some(position),
-                ..ResumePoint::at(&self.postion.journal_name, position)
-            }
-        })
-    }
-
-    /// The cursor after an ack: the boundary moves only when the batch contained one, the resume point always.
-    pub fn advanced(&self, source: &SourceAddress, boundary: Option<&Boundary>, resume: ResumePoint) -> Self {
-        let postion = match boundary {
-            Some(b) => EntryPosition {
-                gtid: String::new(),
-                included: false,
-                journal_name: b.position.journal_name.clone(),
-                position: b.position.position as i64,
-                server_id: Some(b.server_id as i64),
-                timestamp: b.execute_time,
-            },
-            None => self.postion.clone(),
-        };
-        Self {
-            identity: LogIdentity {
-                slave_id: -1,
-                source_address: source.clone(),
-            },
-            postion,
-            resume: Some(resume),
-        }
-    }
-
-    /// A cursor for a client that has not acknowledged anything yet.
-    pub fn initial(source: &SourceAddress, resume: ResumePoint) -> Self {
-        Self {
-            identity: LogIdentity {
-                slave_id: -1,
-                source_address: source.clone(),
-            },
-            postion: EntryPosition {
-                journal_name: resume.start.journal_name.clone(),
-                position: resume.start.position as i64,
-                ..Default::default()
-            },
-            resume: Some(resume),
-        }
-    }
-}
 
 /// canal's `ClientIdentity`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -259,19 +161,13 @@ impl MetaStore {
         self.persist(&data)
     }
 
-    /// The earliest resume point of all clients: where the dump must start so that no client misses anything.
-    pub fn min_resume(&self) -> Option<ResumePoint> {
+    /// Every client's cursor.
+    pub fn cursors(&self) -> Vec<LogPosition> {
         self.lock()
             .client_datas
             .iter()
-            .filter_map(|c| c.cursor.as_ref().map(LogPosition::resume_point))
-            .min_by(|a, b| {
-                (&a.start.journal_name, a.start.position, a.skip_through).cmp(&(
-                    &b.start.journal_name,
-                    b.start.position,
-                    b.skip_through,
-                ))
-            })
+            .filter_map(|c| c.cursor.clone())
+            .collect()
     }
 
     /// The most recent non-blank subscription filter, which canal applies to the whole destination.
@@ -309,7 +205,9 @@ impl MetaStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::position::BinlogPosition;
+    use crate::meta::SourceAddress;
+    use crate::position::{BinlogPosition, ResumePoint};
+    use crate::store::Boundary;
 
     fn source() -> SourceAddress {
         SourceAddress {
@@ -351,7 +249,7 @@ mod tests {
         assert!(text.contains(r#""slaveId":-1"#), "{text}");
 
         let reopened = MetaStore::open(dir.path(), "example").unwrap();
-        assert_eq!(reopened.min_resume(), Some(resume));
+        assert_eq!(reopened.cursors()[0].resume_point(), resume);
     }
 
     #[test]
@@ -363,7 +261,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("meta.dat"), json).unwrap();
         let meta = MetaStore::open(dir.path(), "example").unwrap();
-        let resume = meta.min_resume().unwrap();
+        let resume = meta.cursors()[0].resume_point();
         assert_eq!(resume.start.position, 43893);
         assert!(resume.covers("mysql-bin.000023", 43893));
     }

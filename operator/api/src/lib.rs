@@ -34,6 +34,29 @@ pub struct InstanceConfig {
     /// Directory for local state in standalone mode (the acknowledged cursor of every client).
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
+    /// ZooKeeper for active/standby between instances of this destination, with canal's node layout.
+    /// Absent: standalone mode, cursors in `dataDir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zookeeper: Option<ZooKeeperConfig>,
+}
+
+/// Active/standby coordination through ZooKeeper.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZooKeeperConfig {
+    /// Connect string `host:port[,host:port...][/chroot]`.
+    pub servers: String,
+    /// ZooKeeper session timeout. An active instance that loses contact stops serving well within it.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_seconds: u32,
+    /// How long standbys wait after the active instance vanished before taking over (canal's 5 s). A graceful
+    /// handover skips the wait.
+    #[serde(default = "default_failover_delay")]
+    pub failover_delay_seconds: u32,
+    /// 0: write a client's cursor to ZooKeeper on every ack, before its next request is answered. Above 0: write
+    /// at most this often (canal's default is 1000), trading possible duplicates after a failover for fewer writes.
+    #[serde(default)]
+    pub cursor_flush_period_ms: u32,
 }
 
 /// Connection to the source database.
@@ -119,6 +142,10 @@ pub struct ServerConfig {
     /// Where the clients' password is read from (plain text). Unset or empty: clients need no password.
     #[serde(default = "default_server_password")]
     pub password_from: SecretSource,
+    /// IP this instance publishes in ZooKeeper for clients to connect to. Default: the `POD_IP` environment
+    /// variable, else 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_ip: Option<String>,
 }
 
 /// How events are buffered and batched between the binlog reader and the clients.
@@ -166,6 +193,7 @@ impl Default for ServerConfig {
             port: default_port(),
             username: String::new(),
             password_from: default_server_password(),
+            register_ip: None,
         }
     }
 }
@@ -185,6 +213,12 @@ pub const DEFAULT_SOURCE_PASSWORD_ENV: &str = "CANAL_SOURCE_PASSWORD";
 /// The environment variable that holds the client password unless `server.passwordFrom` says otherwise.
 pub const DEFAULT_SERVER_PASSWORD_ENV: &str = "CANAL_SERVER_PASSWORD";
 
+fn default_session_timeout() -> u32 {
+    10
+}
+fn default_failover_delay() -> u32 {
+    5
+}
 fn default_time_zone() -> String {
     "UTC".into()
 }
