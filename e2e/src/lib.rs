@@ -345,6 +345,14 @@ impl InstanceProcess {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub async fn terminate(&mut self) -> Option<i32> {
         let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
@@ -397,4 +405,74 @@ pub fn python_with_canal() -> PathBuf {
             )
         })
         .clone()
+}
+
+/// A TCP proxy the tests control: while cut, it forwards nothing in either direction (a silent partition, not a
+/// closed connection), so the client on one side learns of the cut only through its own timeouts.
+pub struct TcpProxy {
+    pub address: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding a fresh loopback port to `target`.
+    pub async fn start(target: &str) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address").to_string();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let target = target.to_string();
+        let accept = {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        continue;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::spawn(forward(ri, wo, cut.clone()));
+                    tokio::spawn(forward(ro, wi, cut.clone()));
+                }
+            })
+        };
+        Self { address, cut, accept }
+    }
+
+    /// Stops forwarding; bytes sent meanwhile are held back until [`TcpProxy::restore`].
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while cut.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
 }

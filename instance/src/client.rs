@@ -14,6 +14,37 @@ use crate::proto::Entry;
 use crate::proto::packet::{self, Packet, PacketType};
 use crate::server::{auth, frame};
 
+/// Finds the address of the active server of `destination` from canal's running node in ZooKeeper, as canal's
+/// `ClusterCanalConnector` does.
+pub async fn running_server(zookeeper: &str, destination: &str) -> Result<String> {
+    let config = canal_api::ZooKeeperConfig {
+        servers: zookeeper.to_string(),
+        session_timeout_seconds: 10,
+        failover_delay_seconds: 5,
+        cursor_flush_period_ms: 0,
+    };
+    let client = crate::zk::connect(&config).await?;
+    let running = crate::zk::Paths::new(destination).running();
+    let data = match client.get_data(&running).await {
+        Ok((data, _)) => data,
+        Err(zookeeper_client::Error::NoNode) => {
+            return Err(Error::Protocol(format!(
+                "no alive canal server for {destination} ({running} is absent)"
+            )));
+        }
+        Err(e) => {
+            return Err(Error::ZooKeeper {
+                servers: zookeeper.to_string(),
+                message: format!("read {running}: {e}"),
+            });
+        }
+    };
+    crate::zk::ServerRunningData::parse(&data)
+        .filter(|r| r.active)
+        .map(|r| r.address)
+        .ok_or_else(|| Error::Protocol(format!("no active canal server for {destination} in {running}")))
+}
+
 /// One batch received from the server; `batch_id` is -1 when there was nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Message {
@@ -128,6 +159,12 @@ impl CanalClient {
         };
         self.send(request(PacketType::Subscription, sub)).await?;
         self.expect_ack().await
+    }
+
+    /// Uses a subscription made earlier (subscriptions persist on the server) without subscribing again.
+    pub fn resume_subscription(&mut self, destination: &str, client_id: &str) {
+        self.destination = destination.to_string();
+        self.client_id = client_id.to_string();
     }
 
     pub async fn unsubscribe(&mut self) -> Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use prost::Message as _;
 use serde_json::{Map, Value, json};
 
-use crate::client::{CanalClient, GetWait};
+use crate::client::{CanalClient, GetWait, running_server};
 use crate::error::{Error, Result};
 use crate::proto::entry::{Column, RowChange};
 use crate::proto::{Entry, EntryType, EventType};
@@ -17,6 +17,10 @@ pub struct TailArgs {
     /// canal server address, host:port.
     #[arg(long, default_value = "127.0.0.1:11111")]
     pub server: String,
+    /// ZooKeeper connect string: find the active server there (and follow it through failovers) instead of
+    /// using --server.
+    #[arg(long)]
+    pub zookeeper: Option<String>,
     /// Destination to subscribe to.
     #[arg(long, default_value = "example")]
     pub destination: String,
@@ -102,15 +106,19 @@ pub async fn run(args: TailArgs) -> Result<()> {
     let stdout = std::io::stdout();
     loop {
         let session = async {
-            let mut client = CanalClient::connect(&args.server, &args.username, &args.password).await?;
+            let server = match &args.zookeeper {
+                Some(zookeeper) => running_server(zookeeper, &args.destination).await?,
+                None => args.server.clone(),
+            };
+            let mut client = CanalClient::connect(&server, &args.username, &args.password).await?;
             client
                 .subscribe(&args.destination, &args.client_id, &args.filter)
                 .await?;
             // Whatever an earlier session fetched but did not acknowledge comes again.
             client.rollback(0).await?;
             eprintln!(
-                "tail: subscribed to {} on {} as client {}",
-                args.destination, args.server, args.client_id
+                "tail: subscribed to {} on {server} as client {}",
+                args.destination, args.client_id
             );
             loop {
                 let message = client

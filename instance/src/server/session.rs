@@ -122,7 +122,12 @@ impl Session {
             Ok(Some(response)) => framed.send(response).await?,
             Ok(None) => {}
             Err(Reply(code, message)) => {
-                tracing::warn!(peer = %self.peer, code, error = %message, "request refused");
+                // A standby refuses every request until it becomes active; that is routine, not a warning.
+                if message.ends_with("should start first") {
+                    tracing::debug!(peer = %self.peer, code, error = %message, "request refused");
+                } else {
+                    tracing::warn!(peer = %self.peer, code, error = %message, "request refused");
+                }
                 framed.send(frame::error(code, &message)).await?;
             }
         }

@@ -1,0 +1,345 @@
+//! Active/standby through a real 3-node ZooKeeper ensemble, two instances, a real MariaDB, a continuous write load
+//! and a consumer that records every row. Faults: SIGKILL, SIGTERM, SIGSTOP past the session timeout, and a silent
+//! network cut between the active instance and ZooKeeper. After every fault: every committed row is delivered, no
+//! row whose ack a server processed is delivered again, and a prober never sees two instances serving at once.
+//! Failover times are printed (measurements belong in the benchmark report, not in assertions).
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use canal_e2e::{InstanceProcess, MariaDb, TcpProxy, ZooKeeper, free_port};
+use canal_instance::client::{CanalClient, GetWait, running_server};
+use canal_instance::error::Error;
+use common::{BINARY, changes, setup_schema, value_of};
+use mysql_async::prelude::Queryable;
+
+const SESSION_TIMEOUT_S: u64 = 4;
+
+struct Node {
+    port: u16,
+    dir: PathBuf,
+    config: String,
+    process: Option<InstanceProcess>,
+}
+
+impl Node {
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        self.process = Some(InstanceProcess::spawn(
+            BINARY,
+            &self.dir,
+            &self.config,
+            self.port,
+            &[("CANAL_SOURCE_PASSWORD", "canal")],
+        ));
+    }
+
+    fn process(&mut self) -> &mut InstanceProcess {
+        self.process.as_mut().expect("node started")
+    }
+}
+
+fn node(db: &MariaDb, zk_servers: &str, index: u32) -> Node {
+    let dir = tempfile::Builder::new().prefix("canal-ha-").tempdir().unwrap().keep();
+    let port = free_port();
+    let config = format!(
+        "destination: example\n\
+         source:\n  address: {}\n  username: canal\n  serverId: {}\n\
+         filter:\n  include: 'ha_db\\..*'\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n\
+         dataDir: {}\n\
+         zookeeper:\n  servers: '{zk_servers}'\n  sessionTimeoutSeconds: {SESSION_TIMEOUT_S}\n  failoverDelaySeconds: 1\n",
+        db.address(),
+        500 + index,
+        dir.join("data").display()
+    );
+    Node {
+        port,
+        dir,
+        config,
+        process: None,
+    }
+}
+
+/// Rows the writer committed.
+#[derive(Default)]
+struct Written {
+    committed: Vec<u32>,
+}
+
+async fn writer(db_port: u16, stop: Arc<AtomicBool>, written: Arc<Mutex<Written>>) {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(db_port)
+        .user(Some("root"))
+        .pass(Some("root"))
+        .prefer_socket(false);
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let mut id = 1u32;
+    while !stop.load(Ordering::SeqCst) {
+        conn.query_drop(format!("INSERT INTO ha_db.t VALUES ({id})"))
+            .await
+            .unwrap();
+        written.lock().unwrap().committed.push(id);
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+}
+
+/// What the consumer saw.
+#[derive(Default)]
+struct Seen {
+    delivered: Vec<u32>,
+    /// Rows of batches whose ack a server is known to have processed (a later request on the same connection
+    /// succeeded).
+    confirmed: HashSet<u32>,
+    redelivered_after_confirmed_ack: Vec<u32>,
+    reconnects: u32,
+}
+
+async fn consumer(zk: String, stop: Arc<AtomicBool>, seen: Arc<Mutex<Seen>>) {
+    while !stop.load(Ordering::SeqCst) {
+        let session = async {
+            let server = running_server(&zk, "example").await?;
+            let mut client = CanalClient::connect(&server, "", "").await?;
+            client.subscribe("example", "1001", "").await?;
+            client.rollback(0).await?;
+            let mut unconfirmed: Vec<u32> = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let message = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    client.get_without_ack(50, GetWait::Up(Duration::from_millis(100))),
+                )
+                .await
+                .map_err(|_| Error::Protocol("get timed out".into()))??;
+                {
+                    let mut seen = seen.lock().unwrap();
+                    seen.confirmed.extend(unconfirmed.drain(..));
+                    for change in changes(&message.entries) {
+                        let id: u32 = value_of(&change.row.after_columns, "id").parse().unwrap();
+                        if seen.confirmed.contains(&id) {
+                            seen.redelivered_after_confirmed_ack.push(id);
+                        }
+                        seen.delivered.push(id);
+                        unconfirmed.push(id);
+                    }
+                }
+                if message.batch_id == -1 {
+                    continue;
+                }
+                client.ack(message.batch_id).await?;
+            }
+            Ok::<(), Error>(())
+        };
+        if session.await.is_err() {
+            seen.lock().unwrap().reconnects += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Whether an instance serves: a GET for a client that never subscribed is answered "should subscribe first" by the
+/// active instance and "should start first" by a standby; nothing is consumed either way.
+async fn serves(client: &mut Option<CanalClient>, address: &str) -> bool {
+    if client.is_none() {
+        *client = tokio::time::timeout(Duration::from_millis(200), CanalClient::connect(address, "", ""))
+            .await
+            .ok()
+            .and_then(Result::ok);
+        if let Some(c) = client.as_mut() {
+            c.resume_subscription("example", "999");
+        }
+    }
+    let Some(c) = client.as_mut() else { return false };
+    match tokio::time::timeout(Duration::from_millis(200), c.get_without_ack(1, GetWait::No)).await {
+        Ok(Err(Error::Server { message, .. })) if message.contains("should subscribe first") => true,
+        Ok(Err(Error::Server { .. })) => false,
+        _ => {
+            *client = None;
+            false
+        }
+    }
+}
+
+/// Samples both instances continuously; records every moment both served, and when each started serving.
+#[derive(Default)]
+struct Probe {
+    both_serving: Vec<Instant>,
+    /// (instance index, time it was first seen serving after not serving)
+    takeovers: Vec<(usize, Instant)>,
+}
+
+async fn prober(addresses: [String; 2], stop: Arc<AtomicBool>, probe: Arc<Mutex<Probe>>) {
+    let mut clients: [Option<CanalClient>; 2] = [None, None];
+    let mut was = [false, false];
+    while !stop.load(Ordering::SeqCst) {
+        let a = serves(&mut clients[0], &addresses[0]).await;
+        let b = serves(&mut clients[1], &addresses[1]).await;
+        let now = Instant::now();
+        {
+            let mut probe = probe.lock().unwrap();
+            if a && b {
+                probe.both_serving.push(now);
+            }
+            for (i, serving) in [a, b].into_iter().enumerate() {
+                if serving && !was[i] {
+                    probe.takeovers.push((i, now));
+                }
+                was[i] = serving;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Index of the serving instance, once one serves (after the given moment).
+async fn wait_for_takeover(probe: &Arc<Mutex<Probe>>, after: Instant, timeout: Duration) -> (usize, Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((i, at)) = probe.lock().unwrap().takeovers.iter().find(|(_, at)| *at > after) {
+            return (*i, *at - after);
+        }
+        assert!(Instant::now() < deadline, "no instance took over within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for_rows(seen: &Arc<Mutex<Seen>>, written: &Arc<Mutex<Written>>, timeout: Duration) {
+    let target = written.lock().unwrap().committed.len();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let delivered: HashSet<u32> = seen.lock().unwrap().delivered.iter().copied().collect();
+        if (1..=target as u32).all(|id| delivered.contains(&id)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rows up to {target} not all delivered within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failover_loses_nothing_and_never_serves_twice() {
+    let zookeeper = ZooKeeper::ensemble();
+    let db = MariaDb::start(&[]);
+    setup_schema(&db, "ha_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+
+    // Instance 0 reaches ZooKeeper through proxies the test can cut.
+    let mut proxies = Vec::new();
+    for server in zookeeper.servers.split(',') {
+        proxies.push(TcpProxy::start(server).await);
+    }
+    let proxied: Vec<String> = proxies.iter().map(|p| p.address.clone()).collect();
+    let mut nodes = [node(&db, &proxied.join(","), 0), node(&db, &zookeeper.servers, 1)];
+    nodes[0].start();
+    nodes[0]
+        .process()
+        .wait_for_log("became the active instance", Duration::from_secs(30))
+        .await;
+    nodes[1].start();
+    nodes[1]
+        .process()
+        .wait_for_log("connected to ZooKeeper", Duration::from_secs(30))
+        .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(Written::default()));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let probe = Arc::new(Mutex::new(Probe::default()));
+    let tasks = [
+        tokio::spawn(writer(db.port, stop.clone(), written.clone())),
+        tokio::spawn(consumer(zookeeper.servers.clone(), stop.clone(), seen.clone())),
+        tokio::spawn(prober(
+            [nodes[0].address(), nodes[1].address()],
+            stop.clone(),
+            probe.clone(),
+        )),
+    ];
+    wait_for_rows(&seen, &written, Duration::from_secs(30)).await;
+    let mut active = 0usize;
+    let mut report = Vec::new();
+
+    for fault in ["SIGKILL", "SIGTERM", "SIGKILL", "SIGSTOP", "cut"] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = Instant::now();
+        match fault {
+            "SIGKILL" => nodes[active].process().kill(),
+            "SIGTERM" => {
+                nodes[active].process().signal("TERM");
+            }
+            "SIGSTOP" => nodes[active].process().signal("STOP"),
+            "cut" => {
+                assert_eq!(active, 0, "the cut applies to the proxied instance");
+                proxies.iter().for_each(TcpProxy::cut);
+            }
+            _ => unreachable!(),
+        }
+        let (next, took) = wait_for_takeover(&probe, before, Duration::from_secs(30)).await;
+        assert_ne!(next, active, "{fault}: the other instance took over");
+        report.push(format!("{fault}: new active serving after {took:?}"));
+        // Bring the faulted instance back as a standby.
+        match fault {
+            "SIGSTOP" => {
+                tokio::time::sleep(Duration::from_secs(SESSION_TIMEOUT_S + 2).saturating_sub(before.elapsed())).await;
+                nodes[active].process().signal("CONT");
+            }
+            "cut" => {
+                tokio::time::sleep(Duration::from_secs(SESSION_TIMEOUT_S + 2).saturating_sub(before.elapsed())).await;
+                proxies.iter().for_each(TcpProxy::restore);
+            }
+            _ => {
+                if fault == "SIGTERM" {
+                    assert_eq!(
+                        nodes[active].process().wait_exit(Duration::from_secs(30)).await,
+                        Some(0)
+                    );
+                }
+                nodes[active].start();
+            }
+        }
+        let old = active;
+        nodes[old]
+            .process()
+            .wait_for_log("connected to ZooKeeper", Duration::from_secs(30))
+            .await;
+        active = next;
+        wait_for_rows(&seen, &written, Duration::from_secs(60)).await;
+    }
+
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    wait_for_rows(&seen, &written, Duration::from_secs(30)).await;
+    let seen = seen.lock().unwrap();
+    let probe = probe.lock().unwrap();
+    eprintln!(
+        "failover report ({} rows written, {} delivered, {} consumer reconnects):",
+        written.lock().unwrap().committed.len(),
+        seen.delivered.len(),
+        seen.reconnects
+    );
+    for line in &report {
+        eprintln!("  {line}");
+    }
+    assert!(
+        probe.both_serving.is_empty(),
+        "two instances served at once {} times",
+        probe.both_serving.len()
+    );
+    assert!(
+        seen.redelivered_after_confirmed_ack.is_empty(),
+        "rows delivered again after their ack was processed: {:?}",
+        &seen.redelivered_after_confirmed_ack[..seen.redelivered_after_confirmed_ack.len().min(20)]
+    );
+}
