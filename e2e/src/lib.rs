@@ -372,7 +372,7 @@ pub fn standalone_config(destination: &str, mysql: &MariaDb, schema: &str, port:
         "destination: {destination}\n\
          source:\n  address: {}\n  username: canal\n  serverId: {}\n\
          filter:\n  include: '{schema}\\..*'\n\
-         server:\n  host: 127.0.0.1\n  port: {port}\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: 0\n\
          dataDir: {}\n",
         mysql.address(),
         1000 + port as u32 % 50000,
@@ -475,4 +475,24 @@ async fn forward(
             break;
         }
     }
+}
+
+/// `GET path` over HTTP/1.0 for the probe endpoints: status code and body.
+pub fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write;
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

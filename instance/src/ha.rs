@@ -169,7 +169,12 @@ impl Election {
             };
             backoff = Duration::from_secs(1);
             tracing::info!(session = %client.session_id(), "connected to ZooKeeper");
-            match self.session(&client, &release).await {
+            let end = self.session(&client, &release).await;
+            // Whatever ended the session, this instance is no longer active.
+            if let Some(leader) = self.leadership.send_replace(None) {
+                leader.lease.revoke();
+            }
+            match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost(reason) => {
                     tracing::warn!(reason = %reason, "ZooKeeper session lost; reconnecting as a candidate");

@@ -17,7 +17,8 @@ use crate::config::Settings;
 use crate::convert::{ConvertOptions, Converter};
 use crate::error::{Error, Result};
 use crate::filter::TableFilter;
-use crate::ha::{Election, Leadership, Lease};
+use crate::ha::{Election, Leadership, Lease, Standing};
+use crate::health;
 use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
@@ -207,16 +208,39 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(server::serve(listener, destination.clone(), auth, server_stop.clone()));
 
-    let outcome = match &config.zookeeper {
+    let election = config.zookeeper.as_ref().map(|zookeeper| {
+        let address = register_address(&settings);
+        tracing::info!(address = %address, servers = %zookeeper.servers, "joining the election");
+        Election::new(zookeeper.clone(), &config.destination, address)
+    });
+    // Standalone, this instance is always the active one.
+    let standing = election
+        .as_ref()
+        .map_or_else(|| watch::channel(Standing::Active).1, Election::standing);
+    let health = match config.server.metrics_port {
+        0 => None,
+        port => {
+            let bind = format!("{}:{port}", config.server.host);
+            let listener = TcpListener::bind(&bind)
+                .await
+                .map_err(|e| Error::io(format!("cannot listen on {bind} (server.metricsPort)"), e))?;
+            Some(tokio::spawn(health::serve(listener, standing, server_stop.clone())))
+        }
+    };
+
+    let outcome = match election {
         None => run_standalone(&settings, &source, &destination, &shutdown).await,
-        Some(_) => {
-            run_with_zookeeper(&settings, &source, &destination, &shutdown).await;
+        Some(election) => {
+            run_with_zookeeper(&settings, election, &source, &destination, &shutdown).await;
             Ok(())
         }
     };
     server_stop.cancel();
     if let Err(e) = server.await {
         tracing::error!(error = %e, "canal server task failed");
+    }
+    if let Some(health) = health {
+        let _ = health.await;
     }
     outcome?;
     tracing::info!("stopped; every acknowledged cursor is stored");
@@ -331,6 +355,7 @@ async fn next_leadership(
 
 async fn run_with_zookeeper(
     settings: &Settings,
+    election: Election,
     source: &BinlogSource,
     destination: &Destination,
     shutdown: &CancellationToken,
@@ -338,9 +363,6 @@ async fn run_with_zookeeper(
     let Some(zookeeper) = settings.config.zookeeper.clone() else {
         return;
     };
-    let address = register_address(settings);
-    tracing::info!(address = %address, servers = %zookeeper.servers, "joining the election");
-    let election = Election::new(zookeeper.clone(), &settings.config.destination, address);
     let mut leadership = election.leadership();
     let release = CancellationToken::new();
     let election_task = tokio::spawn(election.run(release.clone()));
@@ -446,7 +468,8 @@ async fn read_binlog(
     shutdown: &CancellationToken,
 ) {
     let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
+    // A lapsed lease ends the reader for good: the election decides whether a new term starts.
+    while !shutdown.is_cancelled() && lease.is_none_or(Lease::holds) {
         let resume = store.tail_resume().unwrap_or_else(|| start.clone());
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,

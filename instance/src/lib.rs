@@ -13,6 +13,7 @@ pub mod ddl;
 pub mod error;
 pub mod filter;
 pub mod ha;
+pub mod health;
 pub mod instance;
 pub mod meta;
 pub mod position;

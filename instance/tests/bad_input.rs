@@ -67,7 +67,7 @@ impl<'a> Config<'a> {
             "destination: example\n\
              source:\n  address: {}\n  username: {}\n  serverId: {}\n{}\
              filter:\n  include: '{}\\..*'\n\
-             server:\n  host: 127.0.0.1\n  port: {}\n{}\
+             server:\n  host: 127.0.0.1\n  port: {}\n  metricsPort: 0\n{}\
              dataDir: {}\n{}",
             self.address,
             self.username,

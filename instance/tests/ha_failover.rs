@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use canal_e2e::{InstanceProcess, MariaDb, TcpProxy, ZooKeeper, free_port};
+use canal_e2e::{InstanceProcess, MariaDb, TcpProxy, ZooKeeper, free_port, http_get, wait_until};
 use canal_instance::client::{CanalClient, GetWait, running_server};
 use canal_instance::error::Error;
 use common::{BINARY, changes, setup_schema, value_of};
@@ -22,6 +22,7 @@ const SESSION_TIMEOUT_S: u64 = 4;
 
 struct Node {
     port: u16,
+    metrics_port: u16,
     dir: PathBuf,
     config: String,
     process: Option<InstanceProcess>,
@@ -50,11 +51,12 @@ impl Node {
 fn node(db: &MariaDb, zk_servers: &str, index: u32) -> Node {
     let dir = tempfile::Builder::new().prefix("canal-ha-").tempdir().unwrap().keep();
     let port = free_port();
+    let metrics_port = free_port();
     let config = format!(
         "destination: example\n\
          source:\n  address: {}\n  username: canal\n  serverId: {}\n\
          filter:\n  include: 'ha_db\\..*'\n\
-         server:\n  host: 127.0.0.1\n  port: {port}\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: {metrics_port}\n\
          dataDir: {}\n\
          zookeeper:\n  servers: '{zk_servers}'\n  sessionTimeoutSeconds: {SESSION_TIMEOUT_S}\n  failoverDelaySeconds: 1\n",
         db.address(),
@@ -63,6 +65,7 @@ fn node(db: &MariaDb, zk_servers: &str, index: u32) -> Node {
     );
     Node {
         port,
+        metrics_port,
         dir,
         config,
         process: None,
@@ -266,6 +269,18 @@ async fn failover_loses_nothing_and_never_serves_twice() {
         )),
     ];
     wait_for_rows(&seen, &written, Duration::from_secs(30)).await;
+    let ready = |node: &Node| http_get(&format!("127.0.0.1:{}", node.metrics_port), "/readyz").unwrap();
+    let (code, body) = ready(&nodes[0]);
+    assert_eq!((code, body.as_str()), (200, "active: serving clients\n"));
+    wait_until(Duration::from_secs(10), "the standby to report itself ready", || {
+        ready(&nodes[1]).0 == 200
+    })
+    .await;
+    let (_, body) = ready(&nodes[1]);
+    assert!(
+        body.starts_with("standby") && body.contains(&nodes[0].address()),
+        "{body}"
+    );
     let mut active = 0usize;
     let mut report = Vec::new();
 

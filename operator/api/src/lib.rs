@@ -142,6 +142,9 @@ pub struct ServerConfig {
     /// Where the clients' password is read from (plain text). Unset or empty: clients need no password.
     #[serde(default = "default_server_password")]
     pub password_from: SecretSource,
+    /// Port of the HTTP endpoints `/healthz` and `/readyz` (canal.metrics.pull.port). 0 disables them.
+    #[serde(default = "default_metrics_port")]
+    pub metrics_port: u16,
     /// IP this instance publishes in ZooKeeper for clients to connect to. Default: the `POD_IP` environment
     /// variable, else 127.0.0.1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,6 +196,7 @@ impl Default for ServerConfig {
             port: default_port(),
             username: String::new(),
             password_from: default_server_password(),
+            metrics_port: default_metrics_port(),
             register_ip: None,
         }
     }
@@ -263,6 +267,9 @@ fn default_bind() -> String {
 }
 fn default_port() -> u16 {
     11111
+}
+fn default_metrics_port() -> u16 {
+    11112
 }
 fn default_buffer_size() -> u32 {
     16384

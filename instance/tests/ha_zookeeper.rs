@@ -1,0 +1,194 @@
+//! ZooKeeper mode details: canal's node layout and JSON, what happens when ZooKeeper cannot be reached or the chroot
+//! is missing, and cursors written on shutdown when a flush period is configured.
+
+mod common;
+
+use std::time::Duration;
+
+use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port, http_get};
+use canal_instance::client::{CanalClient, running_server};
+use canal_instance::error::Error;
+use common::{BINARY, exec, receive_rows, setup_schema};
+use zookeeper_client as zk;
+
+fn config(db: &MariaDb, schema: &str, port: u16, metrics: u16, zookeeper: &str, extra: &str) -> String {
+    let dir = tempfile::Builder::new()
+        .prefix("canal-zk-test-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    format!(
+        "destination: example\n\
+         source:\n  address: {}\n  username: canal\n  serverId: {}\n\
+         filter:\n  include: '{schema}\\..*'\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: {metrics}\n\
+         dataDir: {}\n\
+         zookeeper:\n  servers: '{zookeeper}'\n  sessionTimeoutSeconds: 4\n  failoverDelaySeconds: 1\n{extra}",
+        db.address(),
+        2000 + port % 1000,
+        dir.join("data").display()
+    )
+}
+
+fn spawn(config: &str, port: u16) -> InstanceProcess {
+    let dir = tempfile::Builder::new()
+        .prefix("canal-zk-test-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    InstanceProcess::spawn(BINARY, &dir, config, port, &[("CANAL_SOURCE_PASSWORD", "canal")])
+}
+
+async fn zk_client(servers: &str) -> zk::Client {
+    zk::Client::connect(servers)
+        .await
+        .expect("connect to the test ZooKeeper")
+}
+
+#[tokio::test]
+async fn nodes_and_json_follow_canal_layout() {
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    setup_schema(db, "layout_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let port = free_port();
+    let instance = spawn(&config(db, "layout_db", port, 0, &zookeeper.servers, ""), port);
+    instance
+        .wait_for_log("binlog dump started", Duration::from_secs(30))
+        .await;
+    let address = format!("127.0.0.1:{port}");
+
+    let zk = zk_client(&zookeeper.servers).await;
+    let (running, stat) = zk.get_data("/otter/canal/destinations/example/running").await.unwrap();
+    assert_eq!(
+        String::from_utf8(running).unwrap(),
+        format!(r#"{{"active":true,"address":"{address}"}}"#)
+    );
+    assert_ne!(stat.ephemeral_owner, 0, "running is ephemeral");
+    for member in [
+        format!("/otter/canal/destinations/example/cluster/{address}"),
+        format!("/otter/canal/cluster/{address}"),
+    ] {
+        let stat = zk
+            .check_stat(&member)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{member} exists"));
+        assert_ne!(stat.ephemeral_owner, 0, "{member} is ephemeral");
+    }
+    assert_eq!(running_server(&zookeeper.servers, "example").await.unwrap(), address);
+
+    let mut client = CanalClient::connect(&address, "", "").await.unwrap();
+    client.subscribe("example", "1001", "layout_db\\..*").await.unwrap();
+    exec(db, "layout_db", &["INSERT INTO t VALUES (1)"]).await;
+    receive_rows(&mut client, 1, Duration::from_secs(30)).await;
+    client
+        .get_without_ack(1, canal_instance::client::GetWait::No)
+        .await
+        .unwrap();
+
+    let (filter, _) = zk
+        .get_data("/otter/canal/destinations/example/1001/filter")
+        .await
+        .unwrap();
+    assert_eq!(filter, b"layout_db\\..*", "the filter is stored as raw text");
+    let (cursor, _) = zk
+        .get_data("/otter/canal/destinations/example/1001/cursor")
+        .await
+        .unwrap();
+    let cursor: serde_json::Value = serde_json::from_slice(&cursor).unwrap();
+    let text = serde_json::to_string(&cursor).unwrap();
+    assert!(
+        text.starts_with(r#"{"@type":"com.alibaba.otter.canal.protocol.position.LogPosition""#),
+        "{text}"
+    );
+    assert_eq!(cursor["identity"]["slaveId"], -1);
+    assert_eq!(cursor["postion"]["included"], false);
+    assert!(
+        cursor["postion"]["journalName"]
+            .as_str()
+            .unwrap()
+            .starts_with("mysql-bin.")
+    );
+    assert!(cursor["postion"]["position"].as_i64().unwrap() > 4);
+    assert!(
+        cursor["postion"]["timestamp"].as_i64().unwrap() > 1_600_000_000_000,
+        "milliseconds"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_zookeeper_is_named_and_nothing_is_served() {
+    let db = MariaDb::shared();
+    let port = free_port();
+    let metrics = free_port();
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut instance = spawn(&config(db, "nothing_db", port, metrics, &dead, ""), port);
+    instance
+        .wait_for_log("ZooKeeper unavailable; not serving", Duration::from_secs(30))
+        .await;
+    assert!(
+        instance.log().contains(&dead) && instance.log().contains("zookeeper.servers"),
+        "{}",
+        instance.log()
+    );
+    assert!(instance.running());
+    let (code, body) = http_get(&format!("127.0.0.1:{metrics}"), "/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(body.starts_with("not serving:") && body.contains(&dead), "{body}");
+    let mut client = CanalClient::connect(&format!("127.0.0.1:{port}"), "", "")
+        .await
+        .unwrap();
+    match client.subscribe("example", "1001", "").await {
+        Err(Error::Server { code: 400, message }) => assert!(message.contains("should start first"), "{message}"),
+        other => panic!("a standby must not serve: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn missing_chroot_is_named() {
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    let port = free_port();
+    let servers = format!("{}/no-such-chroot", zookeeper.servers);
+    let mut instance = spawn(&config(db, "chroot_db", port, 0, &servers, ""), port);
+    instance
+        .wait_for_log("the chroot /no-such-chroot does not exist", Duration::from_secs(30))
+        .await;
+    assert!(instance.running());
+}
+
+#[tokio::test]
+async fn flush_period_cursors_are_written_on_shutdown() {
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    setup_schema(db, "flush_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let port = free_port();
+    let extra = "  cursorFlushPeriodMs: 600000\n";
+    let mut instance = spawn(&config(db, "flush_db", port, 0, &zookeeper.servers, extra), port);
+    instance
+        .wait_for_log("binlog dump started", Duration::from_secs(30))
+        .await;
+    let mut client = CanalClient::connect(&format!("127.0.0.1:{port}"), "", "")
+        .await
+        .unwrap();
+    client.subscribe("example", "1001", "").await.unwrap();
+    let zk = zk_client(&zookeeper.servers).await;
+    let cursor_path = "/otter/canal/destinations/example/1001/cursor";
+    let (initial, _) = zk.get_data(cursor_path).await.unwrap();
+
+    exec(db, "flush_db", &["INSERT INTO t VALUES (1)"]).await;
+    receive_rows(&mut client, 1, Duration::from_secs(30)).await;
+    client
+        .get_without_ack(1, canal_instance::client::GetWait::No)
+        .await
+        .unwrap();
+    let (unflushed, _) = zk.get_data(cursor_path).await.unwrap();
+    assert_eq!(
+        unflushed, initial,
+        "within the flush period the cursor is not written yet"
+    );
+
+    assert_eq!(instance.terminate().await, Some(0));
+    let flushed = zk.get_data(cursor_path).await.unwrap().0;
+    assert_ne!(flushed, initial, "shutdown writes the pending cursor");
+}
