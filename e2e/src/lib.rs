@@ -199,6 +199,42 @@ impl ZooKeeper {
     pub fn stop(&self) {
         stop_service("zookeeper.sh", &self.dir);
     }
+
+    /// 1-based index of the ensemble's current leader, if one answers.
+    pub fn leader(&self) -> Option<usize> {
+        self.servers
+            .split(',')
+            .position(|server| four_letter(server, "srvr").is_ok_and(|answer| answer.contains("Mode: leader")))
+            .map(|i| i + 1)
+    }
+
+    /// Stops node `n` (1-based) of an ensemble.
+    pub fn stop_node(&self, n: usize) {
+        let status = Command::new("bash")
+            .arg(services_dir().join("zookeeper.sh"))
+            .arg("stop-node")
+            .arg(&self.dir)
+            .arg(n.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run zookeeper.sh stop-node");
+        assert!(status.success(), "zookeeper.sh stop-node failed");
+    }
+
+    /// Starts node `n` (1-based) again with its data, waiting until it has joined.
+    pub fn start_node(&self, n: usize) {
+        let status = Command::new("bash")
+            .arg(services_dir().join("zookeeper.sh"))
+            .arg("start-node")
+            .arg(&self.dir)
+            .arg(n.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .expect("run zookeeper.sh start-node");
+        assert!(status.success(), "zookeeper.sh start-node failed");
+    }
 }
 
 impl Drop for ZooKeeper {

@@ -85,15 +85,26 @@ async fn writer(db_port: u16, stop: Arc<AtomicBool>, written: Arc<Mutex<Written>
         .user(Some("root"))
         .pass(Some("root"))
         .prefer_socket(false);
-    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    let mut conn: Option<mysql_async::Conn> = None;
     let mut id = 1u32;
     while !stop.load(Ordering::SeqCst) {
-        conn.query_drop(format!("INSERT INTO ha_db.t VALUES ({id})"))
-            .await
-            .unwrap();
-        written.lock().unwrap().committed.push(id);
-        id += 1;
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        if conn.is_none() {
+            conn = mysql_async::Conn::new(opts.clone()).await.ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        match c.query_drop(format!("INSERT INTO ha_db.t VALUES ({id})")).await {
+            // 1062: an earlier attempt whose answer was lost did commit.
+            Ok(()) | Err(mysql_async::Error::Server(mysql_async::ServerError { code: 1062, .. })) => {
+                written.lock().unwrap().committed.push(id);
+                id += 1;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            // The database is restarting: retry the same row on a new connection.
+            Err(_) => conn = None,
+        }
     }
 }
 
@@ -234,7 +245,7 @@ async fn wait_for_rows(seen: &Arc<Mutex<Seen>>, written: &Arc<Mutex<Written>>, t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_loses_nothing_and_never_serves_twice() {
     let zookeeper = ZooKeeper::ensemble();
-    let db = MariaDb::start(&[]);
+    let mut db = MariaDb::start(&[]);
     setup_schema(&db, "ha_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
 
     // Instance 0 reaches ZooKeeper through proxies the test can cut.
@@ -284,7 +295,46 @@ async fn failover_loses_nothing_and_never_serves_twice() {
     let mut active = 0usize;
     let mut report = Vec::new();
 
-    for fault in ["SIGKILL", "SIGTERM", "SIGKILL", "SIGSTOP", "cut"] {
+    for fault in [
+        "SIGKILL",
+        "SIGTERM",
+        "SIGKILL",
+        "SIGSTOP",
+        "cut",
+        "zookeeper-leader",
+        "mariadb",
+    ] {
+        if fault == "zookeeper-leader" || fault == "mariadb" {
+            // Neither needs a failover: the active instance rides it out.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let before = Instant::now();
+            if fault == "zookeeper-leader" {
+                let leader = zookeeper.leader().expect("the ensemble has a leader");
+                zookeeper.stop_node(leader);
+                zookeeper.start_node(leader);
+            } else {
+                db.stop_server();
+                db.start_server();
+            }
+            wait_for_rows(&seen, &written, Duration::from_secs(60)).await;
+            let takeovers: Vec<usize> = probe
+                .lock()
+                .unwrap()
+                .takeovers
+                .iter()
+                .filter(|(_, at)| *at > before)
+                .map(|(i, _)| *i)
+                .collect();
+            assert!(
+                takeovers.iter().all(|i| *i == active),
+                "{fault}: no failover expected, saw {takeovers:?}"
+            );
+            report.push(format!(
+                "{fault}: no failover ({} brief re-verifications)",
+                takeovers.len()
+            ));
+            continue;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = Instant::now();
         match fault {
@@ -347,6 +397,9 @@ async fn failover_loses_nothing_and_never_serves_twice() {
     for line in &report {
         eprintln!("  {line}");
     }
+    // The measurements go to a report file, not into assertions (machines are shared and noisy).
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/failover-report.txt");
+    let _ = std::fs::write(&path, report.join("\n") + "\n");
     assert!(
         probe.both_serving.is_empty(),
         "two instances served at once {} times",
