@@ -123,6 +123,17 @@ fn validate(config: &InstanceConfig) -> Result<()> {
         return Err(invalid("source.connectTimeoutSeconds", "must be greater than 0"));
     }
     TableFilter::new(&config.filter.include, &config.filter.exclude)?;
+    if let Some(zookeeper) = &config.zookeeper {
+        if zookeeper.servers.trim().is_empty() || zookeeper.servers.trim().starts_with('/') {
+            return Err(invalid(
+                "zookeeper.servers",
+                "must list host:port[,host:port...][/chroot]",
+            ));
+        }
+        if zookeeper.session_timeout_seconds < 2 {
+            return Err(invalid("zookeeper.sessionTimeoutSeconds", "must be at least 2"));
+        }
+    }
     Ok(())
 }
 
@@ -204,6 +215,11 @@ mod tests {
             (format!("{MINIMAL}store:\n  bufferSize: 0\n"), "store.bufferSize"),
             (format!("{MINIMAL}filter:\n  include: 'a(b'\n"), "filter.include"),
             (format!("{MINIMAL}timeZone: Mars/Base\n"), "timeZone"),
+            (format!("{MINIMAL}zookeeper:\n  servers: ''\n"), "zookeeper.servers"),
+            (
+                format!("{MINIMAL}zookeeper:\n  servers: zk:2181\n  sessionTimeoutSeconds: 1\n"),
+                "zookeeper.sessionTimeoutSeconds",
+            ),
         ];
         for (yaml, field) in cases {
             let err = Settings::from_config(parse(&yaml).unwrap(), &env)

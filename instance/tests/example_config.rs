@@ -24,3 +24,16 @@ fn example_config_shows_the_defaults() {
         "examples/standalone.yaml drifted from the defaults"
     );
 }
+
+#[test]
+fn zookeeper_example_is_valid() {
+    let text = include_str!("../../examples/zookeeper.yaml");
+    let config = parse(text).expect("examples/zookeeper.yaml parses");
+    let zookeeper = config.zookeeper.clone().expect("has a zookeeper section");
+    assert_eq!(
+        (zookeeper.session_timeout_seconds, zookeeper.failover_delay_seconds),
+        (10, 5)
+    );
+    Settings::from_config(config, &|name| (name == "CANAL_SOURCE_PASSWORD").then(|| "x".into()))
+        .expect("examples/zookeeper.yaml validates");
+}

@@ -192,3 +192,28 @@ async fn flush_period_cursors_are_written_on_shutdown() {
     let flushed = zk.get_data(cursor_path).await.unwrap().0;
     assert_ne!(flushed, initial, "shutdown writes the pending cursor");
 }
+
+#[tokio::test]
+async fn active_false_asks_the_owner_to_step_down() {
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = spawn(&config(db, "step_db", port_a, 0, &zookeeper.servers, ""), port_a);
+    a.wait_for_log("became the active instance", Duration::from_secs(30))
+        .await;
+    let b = spawn(&config(db, "step_db", port_b, 0, &zookeeper.servers, ""), port_b);
+    b.wait_for_log("connected to ZooKeeper", Duration::from_secs(30)).await;
+
+    let zk = zk_client(&zookeeper.servers).await;
+    let running = "/otter/canal/destinations/example/running";
+    let released = format!(r#"{{"active":false,"address":"127.0.0.1:{port_a}"}}"#);
+    zk.set_data(running, released.as_bytes(), None).await.unwrap();
+
+    a.wait_for_log("asked to step down", Duration::from_secs(30)).await;
+    b.wait_for_log("became the active instance", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        running_server(&zookeeper.servers, "example").await.unwrap(),
+        format!("127.0.0.1:{port_b}")
+    );
+}
