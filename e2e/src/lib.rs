@@ -222,11 +222,13 @@ impl ZooKeeper {
         assert!(status.success(), "zookeeper.sh stop-node failed");
     }
 
-    /// Starts node `n` (1-based) again with its data, waiting until it has joined.
+    /// Starts node `n` (1-based) again with its data, without waiting for it to join (a lone node of a stopped
+    /// ensemble cannot); wait for the condition the test needs instead.
     pub fn start_node(&self, n: usize) {
         let status = Command::new("bash")
             .arg(services_dir().join("zookeeper.sh"))
             .arg("start-node")
+            .arg("--no-wait")
             .arg(&self.dir)
             .arg(n.to_string())
             .stdin(Stdio::null())

@@ -217,3 +217,56 @@ async fn active_false_asks_the_owner_to_step_down() {
         format!("127.0.0.1:{port_b}")
     );
 }
+
+#[tokio::test]
+async fn nobody_serves_while_the_whole_ensemble_is_down() {
+    let zookeeper = ZooKeeper::ensemble();
+    let db = MariaDb::shared();
+    let ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let a = spawn(
+        &config(db, "down_db", ports[0].0, ports[0].1, &zookeeper.servers, ""),
+        ports[0].0,
+    );
+    a.wait_for_log("became the active instance", Duration::from_secs(30))
+        .await;
+    let b = spawn(
+        &config(db, "down_db", ports[1].0, ports[1].1, &zookeeper.servers, ""),
+        ports[1].0,
+    );
+    b.wait_for_log("connected to ZooKeeper", Duration::from_secs(30)).await;
+    let ready = |metrics: u16| http_get(&format!("127.0.0.1:{metrics}"), "/readyz").unwrap_or((0, String::new()));
+
+    for node in 1..=3 {
+        zookeeper.stop_node(node);
+    }
+    canal_e2e::wait_until(
+        Duration::from_secs(30),
+        "both instances to report why they do not serve",
+        || ports.iter().all(|(_, metrics)| ready(*metrics).0 == 503),
+    )
+    .await;
+    for (port, metrics) in ports {
+        let (_, body) = ready(metrics);
+        assert!(body.starts_with("not serving:"), "{body}");
+        let mut client = CanalClient::connect(&format!("127.0.0.1:{port}"), "", "")
+            .await
+            .unwrap();
+        match client.subscribe("example", "1001", "").await {
+            Err(Error::Server { message, .. }) => assert!(message.contains("should start first"), "{message}"),
+            other => panic!("nobody may serve without ZooKeeper: {other:?}"),
+        }
+    }
+    assert!(a.log().contains("no longer the active instance"), "{}", a.log());
+
+    for node in 1..=3 {
+        zookeeper.start_node(node);
+    }
+    canal_e2e::wait_until(Duration::from_secs(60), "one instance to serve again", || {
+        ports
+            .iter()
+            .filter(|(_, metrics)| ready(*metrics).0 == 200 && ready(*metrics).1.starts_with("active"))
+            .count()
+            == 1
+    })
+    .await;
+}
