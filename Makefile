@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt
+.PHONY: all deps build demo test lint fmt bench
 
 all: build
 
@@ -29,3 +29,8 @@ fmt:
 ## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python
 test: deps lint
 	$(CARGO) test --workspace
+
+## bench: measurements that do not belong in tests; today the failover times of the HA scenarios
+bench: deps
+	$(CARGO) test -p canal-instance --test ha_failover -- --nocapture
+	@echo; echo "failover report (target/failover-report.txt):"; cat target/failover-report.txt

@@ -73,6 +73,20 @@ fn start_service_with(
     read_env_file(Path::new(env_file))
 }
 
+/// Runs `script command... DIR args...` and fails the test if it fails.
+fn run_script(script: &str, command: &[&str], dir: &Path, args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(services_dir().join(script))
+        .args(command)
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("run {script}: {e}"));
+    assert!(status.success(), "{script} {command:?} failed");
+}
+
 fn stop_service(script: &str, dir: &Path) {
     let _ = Command::new("bash")
         .arg(services_dir().join(script))
@@ -122,15 +136,7 @@ impl MariaDb {
 
     /// Stops the server, keeping its data, as an outage would.
     pub fn stop_server(&self) {
-        let status = Command::new("bash")
-            .arg(services_dir().join("mariadb.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .expect("run mariadb.sh stop");
-        assert!(status.success(), "mariadb.sh stop failed");
+        run_script("mariadb.sh", &["stop"], &self.dir, &[]);
     }
 
     /// Starts a stopped server again on the same data and port.
@@ -210,32 +216,18 @@ impl ZooKeeper {
 
     /// Stops node `n` (1-based) of an ensemble.
     pub fn stop_node(&self, n: usize) {
-        let status = Command::new("bash")
-            .arg(services_dir().join("zookeeper.sh"))
-            .arg("stop-node")
-            .arg(&self.dir)
-            .arg(n.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .expect("run zookeeper.sh stop-node");
-        assert!(status.success(), "zookeeper.sh stop-node failed");
+        run_script("zookeeper.sh", &["stop-node"], &self.dir, &[&n.to_string()]);
     }
 
     /// Starts node `n` (1-based) again with its data, without waiting for it to join (a lone node of a stopped
     /// ensemble cannot); wait for the condition the test needs instead.
     pub fn start_node(&self, n: usize) {
-        let status = Command::new("bash")
-            .arg(services_dir().join("zookeeper.sh"))
-            .arg("start-node")
-            .arg("--no-wait")
-            .arg(&self.dir)
-            .arg(n.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .expect("run zookeeper.sh start-node");
-        assert!(status.success(), "zookeeper.sh start-node failed");
+        run_script(
+            "zookeeper.sh",
+            &["start-node", "--no-wait"],
+            &self.dir,
+            &[&n.to_string()],
+        );
     }
 }
 

@@ -265,6 +265,12 @@ impl Election {
                 last_seen = owner;
                 self.follow(&mut lease, Standing::Standby(None));
                 let _ = client.delete(&running, None).await;
+                // Give the standbys the node: contend again only after the failover delay, like everyone else.
+                let delay = Duration::from_secs(self.config.failover_delay_seconds as u64);
+                tokio::select! {
+                    _ = release.cancelled() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
                 continue;
             }
             if ours {
