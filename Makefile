@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt bench
+.PHONY: all deps build demo test lint fmt bench crds
 
 all: build
 
@@ -21,16 +21,21 @@ demo: deps build
 ## lint: formatting and clippy, warnings are errors
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 ## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python
 test: deps lint
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --all-features
 
 ## bench: measurements that do not belong in tests; today the failover times of the HA scenarios
 bench: deps
 	$(CARGO) test -p canal-instance --test ha_failover -- --nocapture
 	@echo; echo "failover report (target/failover-report.txt):"; cat target/failover-report.txt
+
+## crds: regenerate the CanalInstance CRD (crds/ and the Helm chart's copy) from the Rust types
+crds:
+	$(CARGO) run -q -p canal-operator --bin crdgen > crds/canalinstance.yaml
+	cp crds/canalinstance.yaml charts/canal-operator/crds/canalinstance.yaml

@@ -277,3 +277,6 @@ fn default_buffer_size() -> u32 {
 fn default_mem_unit() -> u32 {
     1024
 }
+
+pub mod crd;
+pub use crd::{CanalInstance, CanalInstanceSpec, CanalInstanceStatus, DeletionPolicy, Member, SecretKeyRef};
