@@ -36,6 +36,13 @@ fi
 if [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null 2>&1; then
     missing+=(zookeeper)
 fi
+# canal's Java client (the compatibility test) is built with Maven and needs a JDK.
+if ! command -v mvn >/dev/null 2>&1; then
+    missing+=(maven)
+fi
+if ! command -v javac >/dev/null 2>&1; then
+    missing+=(default-jdk-headless)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
