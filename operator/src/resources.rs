@@ -81,13 +81,18 @@ pub fn config_map(ci: &CanalInstance) -> Result<ConfigMap, Error> {
     })
 }
 
-/// A digest of the rendered config, stable across operator versions, to roll pods when it changes.
-pub fn config_hash(config_map: &ConfigMap) -> String {
+/// A digest of the rendered config and the referenced Secrets' versions, stable across operator versions, to roll
+/// the pods when either changes.
+pub fn config_hash(config_map: &ConfigMap, secret_versions: &[String]) -> String {
     let mut hasher = Sha1::new();
-    for (key, value) in config_map.data.iter().flatten() {
-        hasher.update(key.as_bytes());
-        hasher.update([0]);
-        hasher.update(value.as_bytes());
+    let parts = config_map
+        .data
+        .iter()
+        .flatten()
+        .flat_map(|(k, v)| [k, v])
+        .chain(secret_versions);
+    for part in parts {
+        hasher.update(part.as_bytes());
         hasher.update([0]);
     }
     hex::encode(&hasher.finalize()[..8])
@@ -493,7 +498,12 @@ spec:
     fn config_changes_change_the_hash() {
         let a = config_map(&canal_instance(ORDERS)).unwrap();
         let b = config_map(&canal_instance(&ORDERS.replace("mysql.shop:3306", "mysql2.shop:3306"))).unwrap();
-        assert_ne!(config_hash(&a), config_hash(&b));
-        assert_eq!(config_hash(&a), config_hash(&a.clone()));
+        assert_ne!(config_hash(&a, &[]), config_hash(&b, &[]));
+        assert_eq!(config_hash(&a, &[]), config_hash(&a.clone(), &[]));
+        assert_ne!(
+            config_hash(&a, &["1".into()]),
+            config_hash(&a, &["2".into()]),
+            "a rotated Secret rolls pods"
+        );
     }
 }
