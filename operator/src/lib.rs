@@ -3,6 +3,7 @@
 //! [`metrics`] counts what it does; `crdgen` writes the CRD YAML.
 
 pub mod controller;
+pub mod http;
 pub mod metrics;
 pub mod resources;
 
