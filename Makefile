@@ -35,7 +35,8 @@ bench: deps
 	$(CARGO) test -p canal-instance --test ha_failover -- --nocapture
 	@echo; echo "failover report (target/failover-report.txt):"; cat target/failover-report.txt
 
-## crds: regenerate the CanalInstance CRD (crds/ and the Helm chart's copy) from the Rust types
+## crds: regenerate the CanalInstance CRD (crds/ and the Helm chart's copy) and the chart's values schema
 crds:
 	$(CARGO) run -q -p canal-operator --bin crdgen > crds/canalinstance.yaml
 	cp crds/canalinstance.yaml charts/canal-operator/crds/canalinstance.yaml
+	$(CARGO) run -q -p canal-operator --bin crdgen values-schema > charts/canal-operator/values.schema.json

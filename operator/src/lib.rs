@@ -6,6 +6,7 @@ pub mod controller;
 pub mod http;
 pub mod metrics;
 pub mod resources;
+pub mod values;
 
 /// Everything that can go wrong while reconciling.
 #[derive(Debug, thiserror::Error)]
