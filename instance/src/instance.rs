@@ -23,6 +23,7 @@ use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
 use crate::position::ResumePoint;
+use crate::report::{PodIdentity, Reporter, SharedPosition};
 use crate::server::{self, ServerAuth};
 use crate::source::{BinlogSource, HEARTBEAT_PERIOD};
 use crate::store::{Batch, Store, StoreError, Wait};
@@ -31,6 +32,8 @@ use crate::zk::Paths;
 /// How often the reader logs where it is while rows flow, and while nothing happens.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(300);
+/// How often the position is made available to status reporting.
+const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait between reconnection attempts to the source.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -66,6 +69,8 @@ pub struct Destination {
     exclude: String,
     source_address: SourceAddress,
     term: RwLock<Option<Arc<Term>>>,
+    /// The reader's binlog position, for status reporting.
+    position: SharedPosition,
     /// Serializes acks so cursors are written in the order batches were acknowledged, and lets a term end only
     /// after the acks in flight are written.
     ack_lock: tokio::sync::Mutex<()>,
@@ -198,6 +203,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         exclude: config.filter.exclude.clone(),
         source_address: source.address(),
         term: RwLock::new(None),
+        position: SharedPosition::default(),
         ack_lock: tokio::sync::Mutex::new(()),
     });
     let auth = ServerAuth {
@@ -217,6 +223,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     let standing = election
         .as_ref()
         .map_or_else(|| watch::channel(Standing::Active).1, Election::standing);
+    let standing_for_report = standing.clone();
     let health = match config.server.metrics_port {
         0 => None,
         port => {
@@ -224,8 +231,31 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             let listener = TcpListener::bind(&bind)
                 .await
                 .map_err(|e| Error::io(format!("cannot listen on {bind} (server.metricsPort)"), e))?;
-            Some(tokio::spawn(health::serve(listener, standing, server_stop.clone())))
+            Some(tokio::spawn(health::serve(
+                listener,
+                standing.clone(),
+                server_stop.clone(),
+            )))
         }
+    };
+
+    let reporter = match PodIdentity::from_env(&|name| std::env::var(name).ok()) {
+        None => None,
+        Some(identity) => match kube::Client::try_default().await {
+            Ok(client) => {
+                tracing::info!(pod = %identity.pod, instance = %identity.instance, "reporting the role to Kubernetes");
+                let reporter = Reporter::new(client, identity);
+                Some(tokio::spawn(reporter.run(
+                    standing_for_report,
+                    destination.position.clone(),
+                    server_stop.clone(),
+                )))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "in a pod, but no Kubernetes client: the role is not reported");
+                None
+            }
+        },
     };
 
     let outcome = match election {
@@ -241,6 +271,9 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     }
     if let Some(health) = health {
         let _ = health.await;
+    }
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
     }
     outcome?;
     tracing::info!("stopped; every acknowledged cursor is stored");
@@ -284,16 +317,16 @@ async fn serve_term(
         tracing::info!(position = %start, "binlog dump starts");
         store.start_at(start.clone());
         let options = convert_options(settings);
-        read_binlog(
+        let reader = Reader {
             source,
-            &store,
-            &start,
-            &destination.filter,
-            &options,
-            lease.as_ref(),
-            stop,
-        )
-        .await;
+            store: &store,
+            start: &start,
+            filter: &destination.filter,
+            options: &options,
+            lease: lease.as_ref(),
+            position: &destination.position,
+        };
+        read_binlog(reader, stop).await;
     }
     destination.deactivate().await;
     if let Err(e) = term.meta.flush().await {
@@ -457,16 +490,30 @@ impl Backoff {
     }
 }
 
+/// What the binlog reader works with during one term.
+struct Reader<'a> {
+    source: &'a BinlogSource,
+    store: &'a Arc<Store>,
+    /// Where the term's dump started (before anything was put into the store).
+    start: &'a ResumePoint,
+    filter: &'a Arc<RwLock<TableFilter>>,
+    options: &'a ConvertOptions,
+    /// In ZooKeeper mode, the proof of being active.
+    lease: Option<&'a Lease>,
+    position: &'a SharedPosition,
+}
+
 /// Dumps the binlog into the store until shutdown, reconnecting after every failure from the store's tail.
-async fn read_binlog(
-    source: &BinlogSource,
-    store: &Arc<Store>,
-    start: &ResumePoint,
-    filter: &Arc<RwLock<TableFilter>>,
-    options: &ConvertOptions,
-    lease: Option<&Lease>,
-    shutdown: &CancellationToken,
-) {
+async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
+    let Reader {
+        source,
+        store,
+        start,
+        filter,
+        options,
+        lease,
+        position,
+    } = reader;
     let mut backoff = Backoff::default();
     // A lapsed lease ends the reader for good: the election decides whether a new term starts.
     while !shutdown.is_cancelled() && lease.is_none_or(Lease::holds) {
@@ -486,7 +533,7 @@ async fn read_binlog(
         };
         tracing::info!(position = %resume, server = %facts.version, server_id = facts.server_id, "binlog dump started");
         let mut converter = Converter::new(options.clone(), filter.clone(), &resume);
-        let mut progress = Progress::new(store);
+        let mut progress = Progress::new(store, position);
         let outcome: Result<()> = async {
             loop {
                 let next = tokio::select! {
@@ -530,7 +577,7 @@ async fn read_binlog(
                         return Ok(());
                     }
                 }
-                progress.maybe_log(&converter);
+                progress.tick(&converter);
             }
         }
         .await;
@@ -546,6 +593,9 @@ async fn read_binlog(
 /// Periodic progress lines for long-running dumps.
 struct Progress<'a> {
     store: &'a Store,
+    /// Where status reporting reads the position from.
+    shared: &'a SharedPosition,
+    last_publish: tokio::time::Instant,
     last_log: tokio::time::Instant,
     last_offset: u64,
     rows: u64,
@@ -553,9 +603,11 @@ struct Progress<'a> {
 }
 
 impl<'a> Progress<'a> {
-    fn new(store: &'a Store) -> Self {
+    fn new(store: &'a Store, shared: &'a SharedPosition) -> Self {
         Self {
             store,
+            shared,
+            last_publish: tokio::time::Instant::now(),
             last_log: tokio::time::Instant::now(),
             last_offset: 0,
             rows: 0,
@@ -565,6 +617,15 @@ impl<'a> Progress<'a> {
 
     fn position(&self, converter: &Converter) -> String {
         format!("{}:{}", converter.journal(), self.last_offset)
+    }
+
+    /// Publishes the position now and then, and logs progress.
+    fn tick(&mut self, converter: &Converter) {
+        if self.last_publish.elapsed() >= PUBLISH_INTERVAL {
+            *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.position(converter));
+            self.last_publish = tokio::time::Instant::now();
+        }
+        self.maybe_log(converter);
     }
 
     fn maybe_log(&mut self, converter: &Converter) {

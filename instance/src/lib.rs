@@ -18,6 +18,7 @@ pub mod instance;
 pub mod meta;
 pub mod position;
 pub mod proto;
+pub mod report;
 pub mod schema;
 pub mod server;
 pub mod source;

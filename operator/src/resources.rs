@@ -278,6 +278,12 @@ pub fn stateful_set(ci: &CanalInstance, config_hash: &str) -> StatefulSet {
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_IP", "status.podIP"),
+        // Pods report their role into this CanalInstance's status.
+        EnvVar {
+            name: "CANAL_INSTANCE".into(),
+            value: Some(ci.name_any()),
+            ..Default::default()
+        },
         secret_env(canal_api::DEFAULT_SOURCE_PASSWORD_ENV, &spec.source_password_secret),
     ];
     if let Some(secret) = &spec.server_password_secret {
@@ -459,8 +465,18 @@ spec:
         assert_eq!(c.image.as_deref(), Some("registry.local/canal-instance:1.0"));
         assert_eq!(c.args.as_ref().unwrap(), &["--config", "/etc/canal/config.yaml"]);
         let env: Vec<&str> = c.env.as_ref().unwrap().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "POD_IP", "CANAL_SOURCE_PASSWORD"]);
-        let password = c.env.as_ref().unwrap()[3]
+        assert_eq!(
+            env,
+            [
+                "POD_NAME",
+                "POD_NAMESPACE",
+                "POD_IP",
+                "CANAL_INSTANCE",
+                "CANAL_SOURCE_PASSWORD"
+            ]
+        );
+        assert_eq!(c.env.as_ref().unwrap()[3].value.as_deref(), Some("orders"));
+        let password = c.env.as_ref().unwrap()[4]
             .value_from
             .clone()
             .unwrap()

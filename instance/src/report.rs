@@ -1,0 +1,221 @@
+//! Role reporting inside Kubernetes: the pod labels itself `canal.rs/role: active|standby` (the client Service
+//! selects the active pod) and server-side-applies its own `members` entry into the CanalInstance status under a
+//! per-pod field manager; the active pod also owns `activePod` and `position`.
+//!
+//! Reporting runs beside the data path and never waits on it: API errors are logged and retried on the next
+//! round. Outside Kubernetes (no POD_NAME, POD_NAMESPACE and CANAL_INSTANCE in the environment) nothing runs.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::ha::Standing;
+
+/// How often a pod refreshes its report even when nothing changed (its `lastSeen`).
+const REFRESH: Duration = Duration::from_secs(30);
+/// The label the client Service selects on.
+pub const ROLE_LABEL: &str = "canal.rs/role";
+
+/// Where this pod reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub pod: String,
+    pub namespace: String,
+    /// Name of the CanalInstance the pod belongs to.
+    pub instance: String,
+}
+
+impl PodIdentity {
+    /// The identity from the pod environment; `None` outside Kubernetes.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
+        Some(Self {
+            pod: env("POD_NAME").filter(|v| !v.is_empty())?,
+            namespace: env("POD_NAMESPACE").filter(|v| !v.is_empty())?,
+            instance: env("CANAL_INSTANCE").filter(|v| !v.is_empty())?,
+        })
+    }
+}
+
+/// The binlog position the pod last reported, shared with the reader.
+pub type SharedPosition = Arc<Mutex<Option<String>>>;
+
+/// Reports this pod's role and position.
+pub struct Reporter {
+    client: kube::Client,
+    identity: PodIdentity,
+}
+
+fn role_name(standing: &Standing) -> &'static str {
+    match standing {
+        Standing::Active => "active",
+        _ => "standby",
+    }
+}
+
+impl Reporter {
+    pub fn new(client: kube::Client, identity: PodIdentity) -> Self {
+        Self { client, identity }
+    }
+
+    fn canal_instances(&self) -> Api<DynamicObject> {
+        let gvk = GroupVersionKind::gvk("canal.rs", "v1alpha1", "CanalInstance");
+        let resource = ApiResource::from_gvk_with_plural(&gvk, "canalinstances");
+        Api::namespaced_with(self.client.clone(), &self.identity.namespace, &resource)
+    }
+
+    /// One report: the pod label, then the status entry.
+    pub async fn report(&self, standing: &Standing, position: Option<&str>) -> Result<(), kube::Error> {
+        let role = role_name(standing);
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.identity.namespace);
+        let label = json!({"metadata": {"labels": {ROLE_LABEL: role}}});
+        pods.patch(&self.identity.pod, &PatchParams::default(), &Patch::Merge(&label))
+            .await?;
+
+        let active = role == "active";
+        let mut member = json!({
+            "name": self.identity.pod,
+            "role": role,
+            "lastSeen": jiff::Timestamp::now().to_string(),
+        });
+        let mut status = json!({"members": []});
+        if let Some(position) = position.filter(|_| active) {
+            member["position"] = json!(position);
+            status["position"] = json!(position);
+        }
+        if active {
+            status["activePod"] = json!(self.identity.pod);
+        }
+        status["members"] = json!([member]);
+        let body = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance", "status": status});
+        let manager = format!("canal-instance-{}", self.identity.pod);
+        self.canal_instances()
+            .patch_status(
+                &self.identity.instance,
+                &PatchParams::apply(&manager).force(),
+                &Patch::Apply(&body),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reports on every role change and every [`REFRESH`] until `shutdown`.
+    pub async fn run(
+        self,
+        mut standing: watch::Receiver<Standing>,
+        position: SharedPosition,
+        shutdown: CancellationToken,
+    ) {
+        let mut refresh = tokio::time::interval(REFRESH);
+        // Standalone, the standing never changes and its sender is gone; keep refreshing `lastSeen` anyway.
+        let mut open = true;
+        loop {
+            let current = standing.borrow_and_update().clone();
+            let at = position.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Err(e) = self.report(&current, at.as_deref()).await {
+                tracing::warn!(error = %e, "cannot report the pod's role to Kubernetes; retrying");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = standing.changed(), if open => open = changed.is_ok(),
+                _ = refresh.tick() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+
+    #[test]
+    fn nothing_runs_outside_kubernetes() {
+        assert_eq!(PodIdentity::from_env(&|_| None), None);
+        let partial = |k: &str| (k == "POD_NAME").then(|| "orders-0".to_string());
+        assert_eq!(PodIdentity::from_env(&partial), None);
+    }
+
+    #[tokio::test]
+    async fn active_pod_labels_itself_and_applies_its_member_entry() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let reporter = Reporter::new(
+            kube::Client::new(service, "shop"),
+            PodIdentity {
+                pod: "orders-1".into(),
+                namespace: "shop".into(),
+                instance: "orders".into(),
+            },
+        );
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(request.uri().to_string(), "/api/v1/namespaces/shop/pods/orders-1?");
+            assert_eq!(request.headers()["content-type"], "application/merge-patch+json");
+            let body: serde_json::Value =
+                serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body, json!({"metadata": {"labels": {"canal.rs/role": "active"}}}));
+            send.send_response(Response::builder().body(Body::from(b"{}".to_vec())).unwrap());
+
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::PATCH);
+            assert_eq!(
+                request.uri().to_string(),
+                "/apis/canal.rs/v1alpha1/namespaces/shop/canalinstances/orders/status?&force=true&fieldManager=canal-instance-orders-1"
+            );
+            let body: serde_json::Value =
+                serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["status"]["activePod"], "orders-1");
+            assert_eq!(body["status"]["position"], "mysql-bin.000003:4321");
+            assert_eq!(body["status"]["members"][0]["name"], "orders-1");
+            assert_eq!(body["status"]["members"][0]["role"], "active");
+            assert!(body["status"]["members"][0]["lastSeen"].is_string());
+            let reply = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance",
+                "metadata": {"name": "orders", "namespace": "shop"}});
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                    .unwrap(),
+            );
+        });
+        reporter
+            .report(&Standing::Active, Some("mysql-bin.000003:4321"))
+            .await
+            .unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn standby_reports_no_active_pod_or_position() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let reporter = Reporter::new(
+            kube::Client::new(service, "shop"),
+            PodIdentity {
+                pod: "orders-0".into(),
+                namespace: "shop".into(),
+                instance: "orders".into(),
+            },
+        );
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            send.send_response(Response::builder().body(Body::from(b"{}".to_vec())).unwrap());
+            let (request, send) = handle.next_request().await.unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(body["status"].get("activePod"), None);
+            assert_eq!(body["status"].get("position"), None);
+            assert_eq!(body["status"]["members"][0]["role"], "standby");
+            send.send_response(Response::builder().body(Body::from(b"{\"apiVersion\":\"canal.rs/v1alpha1\",\"kind\":\"CanalInstance\",\"metadata\":{\"name\":\"orders\"}}".to_vec())).unwrap());
+        });
+        reporter
+            .report(&Standing::Standby(Some("10.0.0.2:11111".into())), Some("x:4"))
+            .await
+            .unwrap();
+        server.await.unwrap();
+    }
+}
