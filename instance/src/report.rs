@@ -89,6 +89,22 @@ impl Reporter {
         }
         if active {
             status["activePod"] = json!(self.identity.pod);
+            // The pod that takes over counts the failover. It restates the count on every report, because
+            // server-side apply drops fields a manager stops sending.
+            let current = self.canal_instances().get_status(&self.identity.instance).await?;
+            let previous = &current.data["status"];
+            let mut failovers = previous["failovers"].as_i64().unwrap_or(0);
+            let mut last = previous["lastFailoverTime"].clone();
+            let took_over = previous["activePod"].as_str().is_some_and(|p| p != self.identity.pod);
+            if took_over {
+                failovers += 1;
+                last = json!(jiff::Timestamp::now().to_string());
+                tracing::info!(previous = %previous["activePod"], failovers, "took over from another pod");
+            }
+            status["failovers"] = json!(failovers);
+            if !last.is_null() {
+                status["lastFailoverTime"] = last;
+            }
         }
         status["members"] = json!([member]);
         let body = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance", "status": status});
@@ -163,6 +179,21 @@ mod tests {
             send.send_response(Response::builder().body(Body::from(b"{}".to_vec())).unwrap());
 
             let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(
+                request.uri().to_string(),
+                "/apis/canal.rs/v1alpha1/namespaces/shop/canalinstances/orders/status"
+            );
+            let current = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance",
+                "metadata": {"name": "orders", "namespace": "shop"},
+                "status": {"activePod": "orders-0", "failovers": 2}});
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&current).unwrap()))
+                    .unwrap(),
+            );
+
+            let (request, send) = handle.next_request().await.unwrap();
             assert_eq!(request.method(), Method::PATCH);
             assert_eq!(
                 request.uri().to_string(),
@@ -175,6 +206,8 @@ mod tests {
             assert_eq!(body["status"]["members"][0]["name"], "orders-1");
             assert_eq!(body["status"]["members"][0]["role"], "active");
             assert!(body["status"]["members"][0]["lastSeen"].is_string());
+            assert_eq!(body["status"]["failovers"], 3, "orders-1 took over from orders-0");
+            assert!(body["status"]["lastFailoverTime"].is_string());
             let reply = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance",
                 "metadata": {"name": "orders", "namespace": "shop"}});
             send.send_response(
