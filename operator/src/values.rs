@@ -63,5 +63,22 @@ pub fn schema_json() -> String {
     let schema = schemars::generate::SchemaSettings::draft07()
         .into_generator()
         .into_root_schema_for::<Values>();
-    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+    let mut value = serde_json::to_value(&schema).unwrap_or_default();
+    close_objects(&mut value);
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+}
+
+/// Rejects unknown keys everywhere, including inside the embedded Kubernetes types (whose generated schemas allow
+/// them), so a typo such as `efect:` in a toleration fails at `helm install` rather than silently.
+fn close_objects(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert("additionalProperties".into(), serde_json::Value::Bool(false));
+            }
+            map.values_mut().for_each(close_objects);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
 }
