@@ -23,7 +23,7 @@ use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
 use crate::position::ResumePoint;
-use crate::report::{PodIdentity, Reporter, SharedPosition};
+use crate::report::{PodIdentity, ReaderPosition, Reporter, SharedPosition};
 use crate::server::{self, ServerAuth};
 use crate::source::{BinlogSource, HEARTBEAT_PERIOD};
 use crate::store::{Batch, Store, StoreError, Wait};
@@ -567,6 +567,11 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                 }
                 backoff = Backoff::default();
                 progress.last_offset = event.header().log_pos() as u64;
+                progress.event_time_ms = match event.header().timestamp() {
+                    // Heartbeats (and other artificial events) carry no time: the reader is caught up.
+                    0 => jiff::Timestamp::now().as_millisecond(),
+                    seconds => seconds as i64 * 1000,
+                };
                 for entry in converter.convert(&event)? {
                     progress.rows += entry.rows as u64;
                     let put = tokio::select! {
@@ -598,6 +603,8 @@ struct Progress<'a> {
     last_publish: tokio::time::Instant,
     last_log: tokio::time::Instant,
     last_offset: u64,
+    /// Source time of the last event read (ms); heartbeats count as now.
+    event_time_ms: i64,
     rows: u64,
     rows_at_last_log: u64,
 }
@@ -610,6 +617,7 @@ impl<'a> Progress<'a> {
             last_publish: tokio::time::Instant::now(),
             last_log: tokio::time::Instant::now(),
             last_offset: 0,
+            event_time_ms: 0,
             rows: 0,
             rows_at_last_log: 0,
         }
@@ -622,7 +630,11 @@ impl<'a> Progress<'a> {
     /// Publishes the position now and then, and logs progress.
     fn tick(&mut self, converter: &Converter) {
         if self.last_publish.elapsed() >= PUBLISH_INTERVAL {
-            *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.position(converter));
+            let at = ReaderPosition {
+                position: self.position(converter),
+                event_time_ms: self.event_time_ms,
+            };
+            *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
             self.last_publish = tokio::time::Instant::now();
         }
         self.maybe_log(converter);

@@ -41,8 +41,24 @@ impl PodIdentity {
     }
 }
 
-/// The binlog position the pod last reported, shared with the reader.
-pub type SharedPosition = Arc<Mutex<Option<String>>>;
+/// Where the reader stands, shared with the reporter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReaderPosition {
+    /// `file:offset` of the last event read.
+    pub position: String,
+    /// When the source wrote that event (ms since the epoch); a heartbeat counts as "now", as in canal.
+    pub event_time_ms: i64,
+}
+
+impl ReaderPosition {
+    /// How far behind the source the reader is, as `1.5s`.
+    pub fn lag(&self, now_ms: i64) -> String {
+        format!("{:.1}s", (now_ms - self.event_time_ms).max(0) as f64 / 1000.0)
+    }
+}
+
+/// The reader's latest position, shared with the reporter.
+pub type SharedPosition = Arc<Mutex<Option<ReaderPosition>>>;
 
 /// Reports this pod's role and position.
 pub struct Reporter {
@@ -69,7 +85,7 @@ impl Reporter {
     }
 
     /// One report: the pod label, then the status entry.
-    pub async fn report(&self, standing: &Standing, position: Option<&str>) -> Result<(), kube::Error> {
+    pub async fn report(&self, standing: &Standing, position: Option<&ReaderPosition>) -> Result<(), kube::Error> {
         let role = role_name(standing);
         let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.identity.namespace);
         let label = json!({"metadata": {"labels": {ROLE_LABEL: role}}});
@@ -83,9 +99,10 @@ impl Reporter {
             "lastSeen": jiff::Timestamp::now().to_string(),
         });
         let mut status = json!({"members": []});
-        if let Some(position) = position.filter(|_| active) {
-            member["position"] = json!(position);
-            status["position"] = json!(position);
+        if let Some(at) = position.filter(|_| active) {
+            member["position"] = json!(at.position);
+            status["position"] = json!(at.position);
+            status["lag"] = json!(at.lag(jiff::Timestamp::now().as_millisecond()));
         }
         if active {
             status["activePod"] = json!(self.identity.pod);
@@ -132,7 +149,7 @@ impl Reporter {
         loop {
             let current = standing.borrow_and_update().clone();
             let at = position.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Err(e) = self.report(&current, at.as_deref()).await {
+            if let Err(e) = self.report(&current, at.as_ref()).await {
                 tracing::warn!(error = %e, "cannot report the pod's role to Kubernetes; retrying");
             }
             tokio::select! {
@@ -203,6 +220,11 @@ mod tests {
                 serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(body["status"]["activePod"], "orders-1");
             assert_eq!(body["status"]["position"], "mysql-bin.000003:4321");
+            assert!(
+                body["status"]["lag"].as_str().unwrap().starts_with('2'),
+                "{}",
+                body["status"]["lag"]
+            );
             assert_eq!(body["status"]["members"][0]["name"], "orders-1");
             assert_eq!(body["status"]["members"][0]["role"], "active");
             assert!(body["status"]["members"][0]["lastSeen"].is_string());
@@ -216,10 +238,11 @@ mod tests {
                     .unwrap(),
             );
         });
-        reporter
-            .report(&Standing::Active, Some("mysql-bin.000003:4321"))
-            .await
-            .unwrap();
+        let at = ReaderPosition {
+            position: "mysql-bin.000003:4321".into(),
+            event_time_ms: jiff::Timestamp::now().as_millisecond() - 2_000,
+        };
+        reporter.report(&Standing::Active, Some(&at)).await.unwrap();
         server.await.unwrap();
     }
 
@@ -246,7 +269,13 @@ mod tests {
             send.send_response(Response::builder().body(Body::from(b"{\"apiVersion\":\"canal.rs/v1alpha1\",\"kind\":\"CanalInstance\",\"metadata\":{\"name\":\"orders\"}}".to_vec())).unwrap());
         });
         reporter
-            .report(&Standing::Standby(Some("10.0.0.2:11111".into())), Some("x:4"))
+            .report(
+                &Standing::Standby(Some("10.0.0.2:11111".into())),
+                Some(&ReaderPosition {
+                    position: "x:4".into(),
+                    event_time_ms: 0,
+                }),
+            )
             .await
             .unwrap();
         server.await.unwrap();
