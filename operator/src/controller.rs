@@ -77,12 +77,14 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
 }
 
 async fn apply_status(api: &Api<CanalInstance>, ci: &CanalInstance, conditions: Vec<Condition>) -> Result<(), Error> {
+    let announced = ci.status.as_ref().map_or(0, |s| s.failovers.max(s.announced_failovers));
     let status = json!({
         "apiVersion": CanalInstance::api_version(&()),
         "kind": CanalInstance::kind(&()),
         "status": {
             "observedGeneration": ci.metadata.generation,
             "conditions": conditions,
+            "announcedFailovers": announced,
         }
     });
     api.patch_status(&ci.name_any(), &patch_params(), &Patch::Apply(status))
@@ -118,6 +120,18 @@ async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
         .await?;
         // Nothing to retry until the spec changes.
         return Ok(Action::await_change());
+    }
+
+    // Pods count failovers in the status; the operator turns each new one into an Event.
+    if let Some(status) = &ci.status
+        && status.failovers > status.announced_failovers
+    {
+        let active = status.active_pod.clone().unwrap_or_else(|| "another pod".into());
+        let note = format!(
+            "{active} took over as the active instance (failover {})",
+            status.failovers
+        );
+        publish(ctx, ci, EventType::Normal, "Failover", note).await;
     }
 
     let config_map = resources::config_map(ci)?;
@@ -516,5 +530,76 @@ mod tests {
             text.contains(r#"canal_operator_reconcile_failures_total{error="kube"} 1"#),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod failover_event_tests {
+    use super::*;
+    use crate::resources::tests::{ORDERS, canal_instance};
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use kube::runtime::events::Reporter;
+    use prometheus_client::registry::Registry;
+
+    #[tokio::test]
+    async fn a_new_failover_becomes_an_event_once() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: None,
+            },
+        );
+        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
+        let ctx = Arc::new(Context {
+            client,
+            recorder,
+            metrics,
+        });
+        let mut ci = canal_instance(ORDERS);
+        ci.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        ci.status = Some(canal_api::CanalInstanceStatus {
+            active_pod: Some("orders-1".into()),
+            failovers: 1,
+            ..Default::default()
+        });
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::POST);
+            let event: serde_json::Value =
+                serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(event["reason"], "Failover");
+            assert!(
+                event["note"].as_str().unwrap().contains("orders-1 took over"),
+                "{event}"
+            );
+            send.send_response(Response::builder().body(Body::from(b"{}".to_vec())).unwrap());
+            // Answer the children's requests with their own bodies until the status apply.
+            loop {
+                let (request, send) = handle.next_request().await.unwrap();
+                let uri = request.uri().to_string();
+                let is_get = request.method() == Method::GET;
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                if uri.contains("/status?") {
+                    let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(status["status"]["announcedFailovers"], 1, "announced once");
+                    let reply = serde_json::to_vec(&canal_instance(ORDERS)).unwrap();
+                    send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+                    break;
+                }
+                let reply = if is_get {
+                    br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"mysql-canal","resourceVersion":"1"}}"#
+                        .to_vec()
+                } else {
+                    bytes.to_vec()
+                };
+                send.send_response(Response::builder().body(Body::from(reply)).unwrap());
+            }
+        });
+        reconcile(Arc::new(ci), ctx).await.unwrap();
+        server.await.unwrap();
     }
 }

@@ -145,6 +145,9 @@ pub struct CanalInstanceStatus {
     /// When the last failover happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<Time>,
+    /// Failovers the operator has published an Event for.
+    #[serde(default)]
+    pub announced_failovers: i64,
 }
 
 /// One pod's report.
