@@ -548,3 +548,39 @@ fn crd_passes_strict_validation() {
     let report = kubernetes_validate(&file).unwrap_or_else(|r| panic!("kubernetes-validate {}:\n{r}", file.display()));
     assert_eq!(passed(&report), KUBE_VERSIONS.len(), "{report}");
 }
+
+/// What the operator applies for a CanalInstance (the example one) passes the same strict validation.
+#[test]
+fn operator_children_pass_strict_validation() {
+    use canal_operator::resources;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/canalinstance.yaml")).unwrap();
+    let doc = serde_yaml::Deserializer::from_str(&text)
+        .nth(1)
+        .expect("the CanalInstance document");
+    let mut ci: canal_api::CanalInstance = canal_api::CanalInstance::deserialize(doc).unwrap();
+    ci.metadata.namespace = Some("shop".into());
+    ci.metadata.uid = Some("0b5a1f7e-3c1d-4f0e-9a51-7f3f7f0e2b11".into());
+    let config_map = resources::config_map(&ci).unwrap();
+    let hash = resources::config_hash(&config_map, &["1".into()]);
+    let docs = [
+        serde_yaml::to_string(&config_map).unwrap(),
+        serde_yaml::to_string(&resources::headless_service(&ci)).unwrap(),
+        serde_yaml::to_string(&resources::client_service(&ci)).unwrap(),
+        serde_yaml::to_string(&resources::service_account(&ci)).unwrap(),
+        serde_yaml::to_string(&resources::role(&ci)).unwrap(),
+        serde_yaml::to_string(&resources::role_binding(&ci)).unwrap(),
+        serde_yaml::to_string(&resources::pod_disruption_budget(&ci)).unwrap(),
+        serde_yaml::to_string(&resources::stateful_set(&ci, &hash)).unwrap(),
+    ];
+    let dir = tempfile_dir();
+    let file = dir.join("children.yaml");
+    std::fs::write(&file, docs.join("---\n")).unwrap();
+    let report = kubernetes_validate(&file).unwrap_or_else(|r| panic!("kubernetes-validate {}:\n{r}", file.display()));
+    assert_eq!(passed(&report), docs.len() * KUBE_VERSIONS.len(), "{report}");
+}
+
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("canal-operator-children-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
