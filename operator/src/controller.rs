@@ -531,16 +531,6 @@ mod tests {
             "{text}"
         );
     }
-}
-
-#[cfg(test)]
-mod failover_event_tests {
-    use super::*;
-    use crate::resources::tests::{ORDERS, canal_instance};
-    use http::{Method, Request, Response};
-    use kube::client::Body;
-    use kube::runtime::events::Reporter;
-    use prometheus_client::registry::Registry;
 
     #[tokio::test]
     async fn a_new_failover_becomes_an_event_once() {

@@ -73,7 +73,7 @@ pub struct CanalInstanceSpec {
     #[serde(default)]
     pub store: StoreConfig,
     /// Time zone for TIMESTAMP values (IANA name).
-    #[serde(default = "default_time_zone")]
+    #[serde(default = "crate::default_time_zone")]
     pub time_zone: String,
     /// ZooKeeper for active/standby and cursors (required: pods have no local state).
     pub zookeeper: ZooKeeperConfig,
@@ -188,9 +188,6 @@ fn default_replicas() -> i32 {
 }
 fn default_image() -> String {
     "canal-rs/canal-instance:latest".into()
-}
-fn default_time_zone() -> String {
-    "UTC".into()
 }
 fn default_password_key() -> String {
     "password".into()

@@ -223,7 +223,7 @@ fn default_session_timeout() -> u32 {
 fn default_failover_delay() -> u32 {
     5
 }
-fn default_time_zone() -> String {
+pub(crate) fn default_time_zone() -> String {
     "UTC".into()
 }
 fn default_data_dir() -> String {
