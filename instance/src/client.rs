@@ -234,3 +234,97 @@ impl CanalClient {
         self.send(request(PacketType::Clientrollback, rollback)).await
     }
 }
+
+/// A client of a ZooKeeper-coordinated destination: it finds the active server through canal's running node and,
+/// when a request fails (the server stopped, crashed or stepped down), reconnects to whichever server is active,
+/// subscribes again and rolls back, so every unacknowledged batch is delivered again (at least once).
+pub struct ClusterClient {
+    zookeeper: String,
+    destination: String,
+    client_id: String,
+    filter: String,
+    username: String,
+    password: String,
+    /// Attempts per request, one `retry_delay` apart, before the error is returned.
+    pub attempts: u32,
+    pub retry_delay: Duration,
+    connected: Option<CanalClient>,
+}
+
+impl ClusterClient {
+    pub fn new(zookeeper: &str, destination: &str, client_id: &str, filter: &str) -> Self {
+        Self {
+            zookeeper: zookeeper.into(),
+            destination: destination.into(),
+            client_id: client_id.into(),
+            filter: filter.into(),
+            username: String::new(),
+            password: String::new(),
+            attempts: 30,
+            retry_delay: Duration::from_secs(1),
+            connected: None,
+        }
+    }
+
+    pub fn with_credentials(mut self, username: &str, password: &str) -> Self {
+        self.username = username.into();
+        self.password = password.into();
+        self
+    }
+
+    /// Connects to the active server, subscribes and rolls back, unless already connected.
+    async fn connect(&mut self) -> Result<&mut CanalClient> {
+        if self.connected.is_none() {
+            let server = running_server(&self.zookeeper, &self.destination).await?;
+            let mut client = CanalClient::connect(&server, &self.username, &self.password).await?;
+            client
+                .subscribe(&self.destination, &self.client_id, &self.filter)
+                .await?;
+            // Whatever an earlier connection fetched but did not acknowledge comes again.
+            client.rollback(0).await?;
+            tracing::info!(server = %server, destination = %self.destination, "connected to the active server");
+            self.connected = Some(client);
+        }
+        self.connected
+            .as_mut()
+            .ok_or_else(|| Error::Protocol("not connected".into()))
+    }
+
+    /// Fetches the next batch, reconnecting to the active server as needed.
+    pub async fn get_without_ack(&mut self, fetch_size: i32, wait: GetWait) -> Result<Message> {
+        let mut attempt = 0;
+        loop {
+            let result = match self.connect().await {
+                Ok(client) => client.get_without_ack(fetch_size, wait).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(message) => return Ok(message),
+                // Authentication failures do not heal by retrying.
+                Err(e @ Error::Server { .. }) if e.to_string().contains("auth failed") => return Err(e),
+                Err(e) => {
+                    self.connected = None;
+                    attempt += 1;
+                    if attempt >= self.attempts {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, attempt, "request failed; reconnecting to the active server");
+                    tokio::time::sleep(self.retry_delay).await;
+                }
+            }
+        }
+    }
+
+    /// Acknowledges a batch on the current connection. If the connection is gone, the batch is not acknowledged
+    /// and comes again after the reconnect's rollback.
+    pub async fn ack(&mut self, batch_id: i64) -> Result<()> {
+        let Some(client) = self.connected.as_mut() else {
+            return Ok(());
+        };
+        if let Err(e) = client.ack(batch_id).await {
+            self.connected = None;
+            tracing::warn!(error = %e, batch_id, "ack not delivered; the batch will come again");
+        }
+        Ok(())
+    }
+}

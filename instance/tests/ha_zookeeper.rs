@@ -270,3 +270,48 @@ async fn nobody_serves_while_the_whole_ensemble_is_down() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn cluster_client_follows_a_handover() {
+    use canal_instance::client::{ClusterClient, GetWait};
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    setup_schema(db, "follow_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = spawn(&config(db, "follow_db", port_a, 0, &zookeeper.servers, ""), port_a);
+    a.wait_for_log("binlog dump started", Duration::from_secs(30)).await;
+    let b = spawn(&config(db, "follow_db", port_b, 0, &zookeeper.servers, ""), port_b);
+    b.wait_for_log("connected to ZooKeeper", Duration::from_secs(30)).await;
+
+    let mut client = ClusterClient::new(&zookeeper.servers, "example", "1001", "");
+    client.retry_delay = Duration::from_millis(200);
+    let mut ids = Vec::new();
+    exec(db, "follow_db", &["INSERT INTO t VALUES (1)"]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut handed_over = false;
+    while ids.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "received only {ids:?}");
+        let message = client
+            .get_without_ack(100, GetWait::Up(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        for change in common::changes(&message.entries) {
+            ids.push(common::value_of(&change.row.after_columns, "id").to_string());
+        }
+        if message.batch_id != -1 {
+            client.ack(message.batch_id).await.unwrap();
+        }
+        if ids.len() == 1 && !handed_over {
+            handed_over = true;
+            // Make sure the ack was processed before the handover: the next get answers after it.
+            client.get_without_ack(1, GetWait::No).await.unwrap();
+            assert_eq!(a.terminate().await, Some(0));
+            exec(db, "follow_db", &["INSERT INTO t VALUES (2)"]).await;
+        }
+    }
+    assert_eq!(
+        ids,
+        ["1", "2"],
+        "row 1 once before the handover, row 2 from the new active server"
+    );
+}
