@@ -3,8 +3,10 @@
 //! The data path follows the binlog: [`source`] dumps it from the database, [`convert`] turns row events into canal
 //! Entries (with [`schema`] describing each table and [`ddl`] classifying statements), [`filter`] drops unwanted
 //! tables, [`store`] buffers entries into batches with backpressure, and [`server`] speaks canal's TCP protocol to
-//! clients. [`meta`] persists each client's acknowledged cursor. [`instance`] wires these together for one
-//! destination; [`client`] and [`tail`] are the consumer side.
+//! clients. [`meta`] persists each client's acknowledged cursor, in a file or in ZooKeeper. [`instance`] wires these
+//! together for one destination. With ZooKeeper, [`ha`] elects the active instance in canal's layout ([`zk`]);
+//! [`health`] serves the probes and [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the
+//! consumer side.
 
 pub mod client;
 pub mod config;
