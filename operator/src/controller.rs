@@ -36,6 +36,32 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Consecutive failures per CanalInstance (`namespace/name`), for exponential back-off.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            failures: Default::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn key(ci: &CanalInstance) -> String {
+    format!("{}/{}", ci.namespace().unwrap_or_default(), ci.name_any())
+}
+
+/// Back-off after `failures` consecutive failures: 5 s doubling up to 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(5u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(300))
 }
 
 /// Checks what the CRD's schema cannot: the instance itself validates the rendered configuration (regexes, time
@@ -218,21 +244,31 @@ pub async fn reconcile(ci: Arc<CanalInstance>, ctx: Arc<Context>) -> Result<Acti
         .namespace()
         .ok_or_else(|| Error::InvalidSpec("a CanalInstance must live in a namespace".into()))?;
     let api: Api<CanalInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    finalizer(&api, FINALIZER, ci, |event| async {
+    let key = key(&ci);
+    let action = finalizer(&api, FINALIZER, ci, |event| async {
         match event {
             Finalizer::Apply(ci) => apply(&ci, &ctx).await,
             Finalizer::Cleanup(ci) => cleanup(&ci, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)))?;
+    ctx.failures().remove(&key);
+    Ok(action)
 }
 
 /// Counts the failure and retries later.
 pub fn error_policy(ci: Arc<CanalInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %ci.name_any(), error = %error, "reconcile failed");
     ctx.metrics.reconcile_failed(error);
-    Action::requeue(Duration::from_secs(30))
+    let failures = {
+        let mut failures = ctx.failures();
+        let count = failures.entry(key(&ci)).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let delay = backoff(failures);
+    tracing::warn!(name = %ci.name_any(), error = %error, failures, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -306,15 +342,7 @@ mod tests {
                 instance: None,
             },
         );
-        (
-            Arc::new(Context {
-                client,
-                recorder,
-                metrics,
-            }),
-            handle,
-            registry,
-        )
+        (Arc::new(Context::new(client, recorder, metrics)), handle, registry)
     }
 
     fn finalized(yaml: &str) -> CanalInstance {
@@ -351,6 +379,12 @@ mod tests {
     }
 
     const SSA: &str = "?&force=true&fieldManager=canal-operator";
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
 
     #[tokio::test]
     async fn adds_the_finalizer_first() {
@@ -523,32 +557,26 @@ mod tests {
         });
         let error = reconcile(ci.clone(), ctx.clone()).await.unwrap_err();
         server.await.unwrap();
-        assert_eq!(error_policy(ci, &error, ctx), Action::requeue(Duration::from_secs(30)));
+        assert_eq!(
+            error_policy(ci.clone(), &error, ctx.clone()),
+            Action::requeue(Duration::from_secs(5))
+        );
+        assert_eq!(
+            error_policy(ci, &error, ctx),
+            Action::requeue(Duration::from_secs(10)),
+            "backs off"
+        );
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
-            text.contains(r#"canal_operator_reconcile_failures_total{error="kube"} 1"#),
+            text.contains(r#"canal_operator_reconcile_failures_total{error="kube"} 2"#),
             "{text}"
         );
     }
 
     #[tokio::test]
     async fn a_new_failover_becomes_an_event_once() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: None,
-            },
-        );
-        let metrics = Arc::new(Metrics::new(&mut Registry::default()));
-        let ctx = Arc::new(Context {
-            client,
-            recorder,
-            metrics,
-        });
+        let (ctx, mut handle, _) = context();
         let mut ci = canal_instance(ORDERS);
         ci.metadata.finalizers = Some(vec![FINALIZER.into()]);
         ci.status = Some(canal_api::CanalInstanceStatus {

@@ -89,17 +89,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let (mut leader, lease_task) = leases.watch().await;
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
-        metrics,
-    });
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: Some(identity),
+    };
+    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client, reporter), metrics));
 
     while !shutdown.is_cancelled() {
         // Wait for the lease; only the leader reconciles.
