@@ -161,6 +161,11 @@ impl CanalClient {
         self.expect_ack().await
     }
 
+    /// The local address of the connection to the server (what canal's client running node shows).
+    pub fn local_address(&self) -> Option<std::net::SocketAddr> {
+        self.framed.get_ref().local_addr().ok()
+    }
+
     /// Uses a subscription made earlier (subscriptions persist on the server) without subscribing again.
     pub fn resume_subscription(&mut self, destination: &str, client_id: &str) {
         self.destination = destination.to_string();
@@ -239,7 +244,9 @@ impl CanalClient {
 /// when a request fails (the server stopped, crashed or stepped down), reconnects to whichever server is active,
 /// subscribes again and rolls back, so every unacknowledged batch is delivered again (at least once).
 pub struct ClusterClient {
-    zookeeper: String,
+    /// ZooKeeper to find the active server in, or `None` with a fixed `server`.
+    zookeeper: Option<String>,
+    server: String,
     destination: String,
     client_id: String,
     filter: String,
@@ -254,7 +261,8 @@ pub struct ClusterClient {
 impl ClusterClient {
     pub fn new(zookeeper: &str, destination: &str, client_id: &str, filter: &str) -> Self {
         Self {
-            zookeeper: zookeeper.into(),
+            zookeeper: Some(zookeeper.into()),
+            server: String::new(),
             destination: destination.into(),
             client_id: client_id.into(),
             filter: filter.into(),
@@ -263,6 +271,15 @@ impl ClusterClient {
             attempts: 30,
             retry_delay: Duration::from_secs(1),
             connected: None,
+        }
+    }
+
+    /// A client of one fixed server (no ZooKeeper), with the same reconnecting behaviour.
+    pub fn direct(server: &str, destination: &str, client_id: &str, filter: &str) -> Self {
+        Self {
+            zookeeper: None,
+            server: server.into(),
+            ..Self::new("", destination, client_id, filter)
         }
     }
 
@@ -275,7 +292,10 @@ impl ClusterClient {
     /// Connects to the active server, subscribes and rolls back, unless already connected.
     async fn connect(&mut self) -> Result<&mut CanalClient> {
         if self.connected.is_none() {
-            let server = running_server(&self.zookeeper, &self.destination).await?;
+            let server = match &self.zookeeper {
+                Some(zookeeper) => running_server(zookeeper, &self.destination).await?,
+                None => self.server.clone(),
+            };
             let mut client = CanalClient::connect(&server, &self.username, &self.password).await?;
             client
                 .subscribe(&self.destination, &self.client_id, &self.filter)
@@ -315,6 +335,16 @@ impl ClusterClient {
         }
     }
 
+    /// Drops the connection; the next request reconnects (and rolls back).
+    pub fn disconnect(&mut self) {
+        self.connected = None;
+    }
+
+    /// The local address of the current connection, if connected.
+    pub fn local_address(&self) -> Option<std::net::SocketAddr> {
+        self.connected.as_ref().and_then(CanalClient::local_address)
+    }
+
     /// Acknowledges a batch on the current connection. If the connection is gone, the batch is not acknowledged
     /// and comes again after the reconnect's rollback.
     pub async fn ack(&mut self, batch_id: i64) -> Result<()> {
@@ -326,5 +356,137 @@ impl ClusterClient {
             tracing::warn!(error = %e, batch_id, "ack not delivered; the batch will come again");
         }
         Ok(())
+    }
+}
+
+/// One of several replicas consuming the same client id, as canal's ClientRunningMonitor does it: only the replica
+/// holding `{destination}/{clientId}/running` in ZooKeeper fetches; the others wait and take over when it goes away.
+/// A replica that loses the node (or its session, or its lease) drops its connection before another may fetch, so
+/// its unacknowledged batches are rolled back and fetched by the new active replica.
+pub struct HaConsumer {
+    client: ClusterClient,
+    leadership: tokio::sync::watch::Receiver<Option<crate::ha::Leadership>>,
+    /// The leadership this replica currently fetches under.
+    active: Option<crate::ha::Leadership>,
+    running: String,
+    client_id: i16,
+    /// Whether the running node already shows this connection's local address.
+    announced: bool,
+    release: tokio_util::sync::CancellationToken,
+    election: tokio::task::JoinHandle<()>,
+}
+
+impl HaConsumer {
+    /// Joins the consumers' election of `client_id`; `client` is how to reach the servers.
+    pub fn start(
+        zookeeper: canal_api::ZooKeeperConfig,
+        client: ClusterClient,
+        destination: &str,
+        client_id: i16,
+    ) -> Self {
+        let host = std::env::var("POD_IP").unwrap_or_else(|_| "127.0.0.1".into());
+        let election = crate::ha::Election::for_client(zookeeper, destination, client_id, host);
+        let leadership = election.leadership();
+        let release = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(election.run(release.clone()));
+        Self {
+            client,
+            leadership,
+            active: None,
+            running: crate::zk::Paths::new(destination).client_running(client_id),
+            client_id,
+            announced: false,
+            release,
+            election: task,
+        }
+    }
+
+    fn holds(&self) -> bool {
+        self.active.as_ref().is_some_and(|l| l.lease.holds())
+    }
+
+    /// Waits until this replica is the active consumer.
+    async fn ensure_active(&mut self) -> Result<()> {
+        loop {
+            let current = self.leadership.borrow_and_update().clone();
+            match current {
+                Some(leader) if leader.lease.holds() => {
+                    if self.active.is_none() {
+                        tracing::info!(client_id = self.client_id, "became the active consumer");
+                        self.client.disconnect();
+                        self.announced = false;
+                    }
+                    self.active = Some(leader);
+                    return Ok(());
+                }
+                _ => {
+                    if self.active.take().is_some() {
+                        tracing::warn!(
+                            client_id = self.client_id,
+                            "no longer the active consumer; stopped fetching"
+                        );
+                        self.client.disconnect();
+                    }
+                    self.leadership
+                        .changed()
+                        .await
+                        .map_err(|_| Error::Protocol("the consumer election stopped".into()))?;
+                }
+            }
+        }
+    }
+
+    /// Shows the connection's local address in the running node, as canal's client does once connected.
+    async fn announce(&mut self) {
+        let (Some(leader), Some(local)) = (self.active.as_ref(), self.client.local_address()) else {
+            return;
+        };
+        let data = crate::ha::client_running_data(&local.to_string(), self.client_id);
+        let Ok(Some(stat)) = leader.client.check_stat(&self.running).await else {
+            return;
+        };
+        if stat.ephemeral_owner == leader.client.session_id().0 {
+            let bytes = serde_json::to_vec(&data).unwrap_or_default();
+            self.announced = leader
+                .client
+                .set_data(&self.running, &bytes, Some(stat.version))
+                .await
+                .is_ok();
+        }
+    }
+
+    /// Fetches the next batch once this replica is the active consumer. A batch fetched while the replica lost
+    /// the election is dropped (it comes again to the new active consumer) and an empty batch is returned.
+    pub async fn get_without_ack(&mut self, fetch_size: i32, wait: GetWait) -> Result<Message> {
+        self.ensure_active().await?;
+        let message = self.client.get_without_ack(fetch_size, wait).await?;
+        if !self.holds() {
+            self.client.disconnect();
+            return Ok(Message {
+                batch_id: -1,
+                entries: Vec::new(),
+            });
+        }
+        if !self.announced {
+            self.announce().await;
+        }
+        Ok(message)
+    }
+
+    /// Acknowledges a batch, only while still the active consumer.
+    pub async fn ack(&mut self, batch_id: i64) -> Result<()> {
+        if self.holds() {
+            self.client.ack(batch_id).await
+        } else {
+            self.client.disconnect();
+            Ok(())
+        }
+    }
+
+    /// Leaves the election gracefully: another replica takes over at once.
+    pub async fn close(mut self) {
+        self.client.disconnect();
+        self.release.cancel();
+        let _ = (&mut self.election).await;
     }
 }

@@ -84,11 +84,25 @@ pub enum Standing {
     Active,
 }
 
-/// The election of one destination.
+/// What is being contended for: canal uses the same running-node election for servers (one active instance per
+/// destination) and for consumers (one active consumer per client id).
+#[derive(Clone, Debug)]
+struct Candidate {
+    /// The ephemeral running node.
+    running: String,
+    /// Persistent parent nodes to create first.
+    parents: Vec<String>,
+    /// Ephemeral membership nodes registered for the session.
+    members: Vec<String>,
+    /// This candidate's node content (canal's JSON, with `active: true`).
+    payload: serde_json::Value,
+    address: String,
+}
+
+/// A running-node election: servers of one destination, or consumers of one client id.
 pub struct Election {
     config: ZooKeeperConfig,
-    paths: Paths,
-    address: String,
+    candidate: Candidate,
     leadership: watch::Sender<Option<Leadership>>,
     standing: watch::Sender<Standing>,
 }
@@ -100,12 +114,38 @@ enum SessionEnd {
 }
 
 impl Election {
-    /// `address` is this instance's `ip:port` as clients reach it.
+    /// The servers' election of `destination`; `address` is this instance's `ip:port` as clients reach it.
     pub fn new(config: ZooKeeperConfig, destination: &str, address: String) -> Self {
+        let paths = Paths::new(destination);
+        let payload = serde_json::to_value(ServerRunningData::new(&address, true)).unwrap_or_default();
+        let candidate = Candidate {
+            running: paths.running(),
+            parents: vec![paths.destination_cluster(), Paths::server_cluster()],
+            members: vec![paths.destination_member(&address), Paths::server_member(&address)],
+            payload,
+            address,
+        };
+        Self::with_candidate(config, candidate)
+    }
+
+    /// The consumers' election of `client_id` on `destination` (canal's ClientRunningMonitor). `address` is what the
+    /// node shows; canal writes the host IP first and the local `ip:port` of the connection once connected.
+    pub fn for_client(config: ZooKeeperConfig, destination: &str, client_id: i16, address: String) -> Self {
+        let paths = Paths::new(destination);
+        let candidate = Candidate {
+            running: paths.client_running(client_id),
+            parents: vec![paths.client(client_id)],
+            members: Vec::new(),
+            payload: client_running_data(&address, client_id),
+            address,
+        };
+        Self::with_candidate(config, candidate)
+    }
+
+    fn with_candidate(config: ZooKeeperConfig, candidate: Candidate) -> Self {
         Self {
             config,
-            paths: Paths::new(destination),
-            address,
+            candidate,
             leadership: watch::Sender::new(None),
             standing: watch::Sender::new(Standing::Unavailable("connecting to ZooKeeper".into())),
         }
@@ -125,7 +165,7 @@ impl Election {
     }
 
     fn lead(&self, client: &zk::Client, lease: &Lease) {
-        tracing::info!(address = %self.address, "became the active instance");
+        tracing::info!(address = %self.candidate.address, "became the active instance");
         self.standing.send_replace(Standing::Active);
         self.leadership.send_replace(Some(Leadership {
             client: client.clone(),
@@ -186,18 +226,16 @@ impl Election {
     }
 
     async fn register(&self, client: &zk::Client) -> Result<(), zk::Error> {
-        ensure_path(client, &self.paths.destination_cluster()).await?;
-        ensure_path(client, &Paths::server_cluster()).await?;
-        for member in [
-            self.paths.destination_member(&self.address),
-            Paths::server_member(&self.address),
-        ] {
-            match client.create(&member, b"", &ephemeral()).await {
+        for parent in &self.candidate.parents {
+            ensure_path(client, parent).await?;
+        }
+        for member in &self.candidate.members {
+            match client.create(member, b"", &ephemeral()).await {
                 Ok(_) => {}
                 // Left by our own expired session, which ZooKeeper is about to remove; recreate it.
                 Err(zk::Error::NodeExists) => {
-                    let _ = client.delete(&member, None).await;
-                    let _ = client.create(&member, b"", &ephemeral()).await;
+                    let _ = client.delete(member, None).await;
+                    let _ = client.create(member, b"", &ephemeral()).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -207,8 +245,8 @@ impl Election {
 
     /// One ZooKeeper session: contend for the running node until the session ends or release is requested.
     async fn session(&self, client: &zk::Client, release: &CancellationToken) -> SessionEnd {
-        let running = self.paths.running();
-        let mine = ServerRunningData::new(&self.address, true);
+        let running = self.candidate.running.clone();
+        let mine = serde_json::to_vec(&self.candidate.payload).unwrap_or_default();
         let session_timeout = self.session_timeout();
         let renew_every = session_timeout / 10;
         let mut states = client.state_watcher();
@@ -225,11 +263,12 @@ impl Election {
             if release.is_cancelled() {
                 return self.give_up(client, &mut lease, &last_seen).await;
             }
-            match client.create(&running, &mine.to_json(), &ephemeral()).await {
+            match client.create(&running, &mine, &ephemeral()).await {
                 Ok(_) => {}
                 Err(zk::Error::NodeExists) => {}
                 Err(zk::Error::NoNode) => {
-                    if let Err(e) = ensure_path(client, self.paths.destination()).await {
+                    let parent = running.rsplit_once('/').map_or("/", |(p, _)| p);
+                    if let Err(e) = ensure_path(client, parent).await {
                         return SessionEnd::Lost(e.to_string());
                     }
                     continue;
@@ -293,7 +332,7 @@ impl Election {
                         if event.event_type == zk::EventType::NodeDeleted {
                             let graceful = last_seen.as_ref().is_some_and(|o| !o.active);
                             let was_ours =
-                                last_seen.as_ref().is_some_and(|o| o.address == self.address) && !stepped_down;
+                                last_seen.as_ref().is_some_and(|o| o.address == self.candidate.address) && !stepped_down;
                             self.follow(&mut lease, Standing::Standby(None));
                             stepped_down = false;
                             if !graceful && !was_ours {
@@ -372,20 +411,27 @@ impl Election {
         lease: &mut Option<Lease>,
         last_seen: &Option<ServerRunningData>,
     ) -> SessionEnd {
-        if lease.is_some() || last_seen.as_ref().is_some_and(|o| o.address == self.address) {
-            let running = self.paths.running();
-            if let Ok(Some(stat)) = client.check_stat(&running).await
+        if lease.is_some() || last_seen.as_ref().is_some_and(|o| o.address == self.candidate.address) {
+            let running = &self.candidate.running;
+            if let Ok(Some(stat)) = client.check_stat(running).await
                 && stat.ephemeral_owner == client.session_id().0
             {
-                let released = ServerRunningData::new(&self.address, false).to_json();
-                let _ = client.set_data(&running, &released, Some(stat.version)).await;
-                let _ = client.delete(&running, None).await;
+                let mut payload = self.candidate.payload.clone();
+                payload["active"] = serde_json::Value::Bool(false);
+                let released = serde_json::to_vec(&payload).unwrap_or_default();
+                let _ = client.set_data(running, &released, Some(stat.version)).await;
+                let _ = client.delete(running, None).await;
                 tracing::info!("released the running node for a standby");
             }
         }
         self.follow(lease, Standing::Unavailable("stopped".into()));
         SessionEnd::Stopped
     }
+}
+
+/// canal's `ClientRunningData`, keys in fastjson's (alphabetical) order.
+pub fn client_running_data(address: &str, client_id: i16) -> serde_json::Value {
+    serde_json::json!({"active": true, "address": address, "clientId": client_id})
 }
 
 fn is_terminal(e: &zk::Error) -> bool {

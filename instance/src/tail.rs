@@ -6,7 +6,7 @@ use std::time::Duration;
 use prost::Message as _;
 use serde_json::{Map, Value, json};
 
-use crate::client::{CanalClient, GetWait, running_server};
+use crate::client::{ClusterClient, GetWait, HaConsumer, Message};
 use crate::error::{Error, Result};
 use crate::proto::entry::{Column, RowChange};
 use crate::proto::{Entry, EntryType, EventType};
@@ -42,6 +42,16 @@ pub struct TailArgs {
     /// Exit after printing this many changes (0: run until interrupted).
     #[arg(long, default_value_t = 0)]
     pub max_changes: u64,
+    /// Client-side HA (with --zookeeper): of several tails with the same client id, only the one holding canal's
+    /// `{clientId}/running` node fetches; the others take over when it goes away.
+    #[arg(long)]
+    pub client_ha: bool,
+    /// ZooKeeper session timeout for --client-ha, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub zookeeper_session_timeout: u32,
+    /// How long standby tails wait before taking over from a vanished one (--client-ha), in seconds.
+    #[arg(long, default_value_t = 5)]
+    pub failover_delay: u32,
 }
 
 /// Turns one entry into JSON lines: one per row change, one per statement, none for transaction markers.
@@ -100,56 +110,89 @@ pub fn change_lines(destination: &str, entry: &Entry) -> Result<Vec<Value>> {
         .collect())
 }
 
-/// Prints changes until interrupted (or `max_changes` are printed), reconnecting when the server goes away.
-pub async fn run(args: TailArgs) -> Result<()> {
-    let mut printed = 0u64;
-    let stdout = std::io::stdout();
-    loop {
-        let session = async {
-            let server = match &args.zookeeper {
-                Some(zookeeper) => running_server(zookeeper, &args.destination).await?,
-                None => args.server.clone(),
-            };
-            let mut client = CanalClient::connect(&server, &args.username, &args.password).await?;
-            client
-                .subscribe(&args.destination, &args.client_id, &args.filter)
-                .await?;
-            // Whatever an earlier session fetched but did not acknowledge comes again.
-            client.rollback(0).await?;
-            eprintln!(
-                "tail: subscribed to {} on {server} as client {}",
-                args.destination, args.client_id
-            );
-            loop {
-                let message = client
-                    .get_without_ack(args.batch_size, GetWait::Up(Duration::from_secs(1)))
-                    .await?;
-                if message.batch_id == -1 {
-                    continue;
-                }
-                let mut out = stdout.lock();
-                for entry in &message.entries {
-                    for line in change_lines(&args.destination, entry)? {
-                        writeln!(out, "{line}").map_err(|e| Error::io("write to stdout", e))?;
-                        printed += 1;
-                    }
-                }
-                out.flush().map_err(|e| Error::io("write to stdout", e))?;
-                drop(out);
-                client.ack(message.batch_id).await?;
-                if args.max_changes > 0 && printed >= args.max_changes {
-                    // The server reads the ack before it sees the connection close, so it is processed.
-                    return Ok::<_, Error>(());
-                }
-            }
-        };
-        match session.await {
-            Ok(()) => return Ok(()),
-            Err(e @ Error::Server { code: 400, .. }) if e.to_string().contains("auth failed") => return Err(e),
-            Err(e) => {
-                eprintln!("tail: {e}; reconnecting in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+/// Where batches come from: one server, the active server found in ZooKeeper, or that plus client-side HA.
+enum Consumer {
+    Single(ClusterClient),
+    Replica(HaConsumer),
+}
+
+impl Consumer {
+    async fn get(&mut self, batch_size: i32) -> Result<Message> {
+        let wait = GetWait::Up(Duration::from_secs(1));
+        match self {
+            Consumer::Single(c) => c.get_without_ack(batch_size, wait).await,
+            Consumer::Replica(c) => c.get_without_ack(batch_size, wait).await,
         }
     }
+
+    async fn ack(&mut self, batch_id: i64) -> Result<()> {
+        match self {
+            Consumer::Single(c) => c.ack(batch_id).await,
+            Consumer::Replica(c) => c.ack(batch_id).await,
+        }
+    }
+
+    async fn close(self) {
+        if let Consumer::Replica(c) = self {
+            c.close().await;
+        }
+    }
+}
+
+/// Prints changes until interrupted (or `max_changes` are printed). Failed requests reconnect (to the active
+/// server, with `--zookeeper`) and roll back, so delivery is at least once.
+pub async fn run(args: TailArgs) -> Result<()> {
+    let client = match &args.zookeeper {
+        Some(zookeeper) => ClusterClient::new(zookeeper, &args.destination, &args.client_id, &args.filter),
+        None => ClusterClient::direct(&args.server, &args.destination, &args.client_id, &args.filter),
+    }
+    .with_credentials(&args.username, &args.password);
+    let mut client = client;
+    // An interactive tail keeps trying for as long as it runs.
+    client.attempts = u32::MAX;
+    let mut consumer = match (&args.zookeeper, args.client_ha) {
+        (Some(zookeeper), true) => {
+            let client_id: i16 = args
+                .client_id
+                .parse()
+                .map_err(|_| Error::Protocol(format!("--client-id {} is not a number", args.client_id)))?;
+            let config = canal_api::ZooKeeperConfig {
+                servers: zookeeper.clone(),
+                session_timeout_seconds: args.zookeeper_session_timeout,
+                failover_delay_seconds: args.failover_delay,
+                cursor_flush_period_ms: 0,
+            };
+            Consumer::Replica(HaConsumer::start(config, client, &args.destination, client_id))
+        }
+        (None, true) => return Err(Error::Protocol("--client-ha needs --zookeeper".into())),
+        _ => Consumer::Single(client),
+    };
+    eprintln!("tail: consuming {} as client {}", args.destination, args.client_id);
+    let stdout = std::io::stdout();
+    let mut printed = 0u64;
+    let result = loop {
+        let message = match consumer.get(args.batch_size).await {
+            Ok(message) => message,
+            Err(e) => break Err(e),
+        };
+        if message.batch_id == -1 {
+            continue;
+        }
+        let mut out = stdout.lock();
+        for entry in &message.entries {
+            for line in change_lines(&args.destination, entry)? {
+                writeln!(out, "{line}").map_err(|e| Error::io("write to stdout", e))?;
+                printed += 1;
+            }
+        }
+        out.flush().map_err(|e| Error::io("write to stdout", e))?;
+        drop(out);
+        consumer.ack(message.batch_id).await?;
+        if args.max_changes > 0 && printed >= args.max_changes {
+            // The server reads the ack before it sees the connection close, so it is processed.
+            break Ok(());
+        }
+    };
+    consumer.close().await;
+    result
 }

@@ -60,6 +60,11 @@ impl Paths {
         format!("{}/{client_id}/cursor", self.destination)
     }
 
+    /// The ephemeral node of the active consumer of `client_id` (client-side HA).
+    pub fn client_running(&self, client_id: i16) -> String {
+        format!("{}/{client_id}/running", self.destination)
+    }
+
     pub fn filter(&self, client_id: i16) -> String {
         format!("{}/{client_id}/filter", self.destination)
     }

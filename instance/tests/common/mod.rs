@@ -154,3 +154,18 @@ pub fn value_of<'a>(columns: &'a [canal_instance::proto::entry::Column], name: &
         .unwrap_or_else(|| panic!("no column {name}"))
         .value()
 }
+
+/// A ZooKeeper-mode instance config reading `schema`, with state under `dir`.
+pub fn zk_instance_config(db: &MariaDb, schema: &str, port: u16, zookeeper: &str, dir: &std::path::Path) -> String {
+    format!(
+        "destination: example\n\
+         source:\n  address: {}\n  username: canal\n  serverId: {}\n\
+         filter:\n  include: '{schema}\\..*'\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: 0\n\
+         dataDir: {}\n\
+         zookeeper:\n  servers: '{zookeeper}'\n  sessionTimeoutSeconds: 4\n  failoverDelaySeconds: 1\n",
+        db.address(),
+        3000 + port % 1000,
+        dir.join("data").display()
+    )
+}

@@ -1,0 +1,207 @@
+//! Client-side HA: three `tail --client-ha` replicas consume one client id while rows are written. Only the
+//! replica holding `{destination}/1001/running` fetches; when it is killed or paused past its session, another
+//! takes over, and every row is consumed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port};
+use common::{BINARY, setup_schema};
+use mysql_async::prelude::Queryable;
+
+struct Replica {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Replica {
+    fn start(dir: &std::path::Path, n: usize, zookeeper: &str) -> Self {
+        let out = dir.join(format!("tail-{n}.out"));
+        let err = dir.join(format!("tail-{n}.err"));
+        let child = Command::new(BINARY)
+            .args([
+                "tail",
+                "--zookeeper",
+                zookeeper,
+                "--destination",
+                "example",
+                "--client-ha",
+            ])
+            .args([
+                "--zookeeper-session-timeout",
+                "4",
+                "--failover-delay",
+                "1",
+                "--batch-size",
+                "20",
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, out, err }
+    }
+
+    fn ids(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["after"]["id"].as_str().and_then(|id| id.parse().ok()))
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn active(&self) -> bool {
+        let log = self.log();
+        log.rfind("became the active consumer") > log.rfind("no longer the active consumer")
+    }
+
+    fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_for_active(replicas: &[Replica], except: &[usize], timeout: Duration) -> (usize, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(i) = (0..replicas.len()).find(|i| !except.contains(i) && replicas[*i].active()) {
+            return (i, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "no replica became active within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_all(replicas: &[Replica], written: u32, timeout: Duration) {
+    let started = Instant::now();
+    loop {
+        let seen: BTreeSet<u32> = replicas.iter().flat_map(Replica::ids).collect();
+        if (1..=written).all(|id| seen.contains(&id)) {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "rows up to {written} not all consumed within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_fetches_and_another_takes_over() {
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    setup_schema(db, "replica_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let port = free_port();
+    let dir = tempfile::Builder::new()
+        .prefix("canal-client-ha-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let config = common::zk_instance_config(db, "replica_db", port, &zookeeper.servers, &dir);
+    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    instance
+        .wait_for_log("binlog dump started", Duration::from_secs(30))
+        .await;
+
+    let replicas: Vec<Replica> = (0..3).map(|n| Replica::start(&dir, n, &zookeeper.servers)).collect();
+    let (first, _) = wait_for_active(&replicas, &[], Duration::from_secs(30)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU32::new(0));
+    let writer = {
+        let (stop, written, port) = (stop.clone(), written.clone(), db.port);
+        tokio::spawn(async move {
+            let opts = mysql_async::OptsBuilder::default()
+                .ip_or_hostname("127.0.0.1")
+                .tcp_port(port)
+                .user(Some("root"))
+                .pass(Some("root"))
+                .prefer_socket(false);
+            let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+            let mut id = 1;
+            while !stop.load(Ordering::SeqCst) {
+                conn.query_drop(format!("INSERT INTO replica_db.t VALUES ({id})"))
+                    .await
+                    .unwrap();
+                written.store(id, Ordering::SeqCst);
+                id += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    wait_for_all(
+        &replicas,
+        written.load(Ordering::SeqCst).max(1),
+        Duration::from_secs(30),
+    )
+    .await;
+    let standbys_before: Vec<usize> = (0..3)
+        .filter(|i| *i != first)
+        .map(|i| replicas[i].ids().len())
+        .collect();
+    assert_eq!(
+        standbys_before,
+        [0, 0],
+        "standby replicas fetch nothing while another is active"
+    );
+
+    // Crash the active replica: another takes over after its session expires.
+    replicas[first].signal("KILL");
+    let (second, took) = wait_for_active(&replicas, &[first], Duration::from_secs(30)).await;
+    eprintln!("crash: replica {second} active after {took:?}");
+    wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
+
+    // Pause the new active replica past its session: the last one takes over; the paused one, continued, must
+    // stop fetching.
+    replicas[second].signal("STOP");
+    let (third, took) = wait_for_active(&replicas, &[first, second], Duration::from_secs(30)).await;
+    eprintln!("pause: replica {third} active after {took:?}");
+    replicas[second].signal("CONT");
+    let started = Instant::now();
+    while !replicas[second].log().contains("no longer the active consumer") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the paused replica did not step down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused_count = replicas[second].ids().len();
+    wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
+    assert_eq!(
+        replicas[second].ids().len(),
+        paused_count,
+        "the stepped-down replica fetches nothing more"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    writer.await.unwrap();
+    wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
+    assert!(replicas[third].ids().len() > 1, "the last active replica consumed rows");
+}
