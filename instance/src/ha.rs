@@ -331,8 +331,11 @@ impl Election {
                     event = &mut changed => {
                         if event.event_type == zk::EventType::NodeDeleted {
                             let graceful = last_seen.as_ref().is_some_and(|o| !o.active);
-                            let was_ours =
-                                last_seen.as_ref().is_some_and(|o| o.address == self.candidate.address) && !stepped_down;
+                            // Ours by session, or by address (a node left by our own expired session; a consumer
+                            // rewrites the address to its connection's, so the session is the reliable sign).
+                            let was_ours = (ours
+                                || last_seen.as_ref().is_some_and(|o| o.address == self.candidate.address))
+                                && !stepped_down;
                             self.follow(&mut lease, Standing::Standby(None));
                             stepped_down = false;
                             if !graceful && !was_ours {
