@@ -55,3 +55,17 @@ fn example_canal_instance_is_valid() {
         docs[0]["metadata"]["name"].as_str().unwrap()
     );
 }
+
+#[test]
+fn example_consumer_deployment_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/consumer-deployment.yaml"
+    ))
+    .unwrap();
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_yaml::from_str(&text).expect("a Deployment");
+    assert_eq!(deployment.spec.replicas, Some(2));
+    let container = &deployment.spec.template.spec.unwrap().containers[0];
+    let args = container.args.clone().unwrap();
+    assert!(args.iter().any(|a| a == "--client-ha"), "{args:?}");
+}
