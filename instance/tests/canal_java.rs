@@ -387,3 +387,152 @@ async fn failover(schema: &str, fault: Fault) {
     );
     println!("{fault:?}: the Java client's log:\n{stderr}");
 }
+
+/// A `canal-instance tail --client-ha` consumer, printing to a file.
+struct RustConsumer {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl RustConsumer {
+    fn start(zookeeper: &str, max_changes: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("canal-java-interop-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let (out, err) = (dir.join("tail.out"), dir.join("tail.err"));
+        let child = Command::new(BINARY)
+            .args([
+                "tail",
+                "--zookeeper",
+                zookeeper,
+                "--destination",
+                "example",
+                "--client-ha",
+            ])
+            .args(["--zookeeper-session-timeout", "4", "--failover-delay", "1"])
+            .args(["--max-changes", &max_changes.to_string()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        Self { child, out, err }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["after"]["id"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "tail never logged `{needle}`:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tail did not exit:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for RustConsumer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// canal's client running node excludes a canal-rs consumer and a canal Java consumer of the same client id, in
+/// both directions: whoever holds `1001/running` fetches, the other waits and takes over when it is released.
+#[tokio::test]
+async fn client_running_node_excludes_java_and_rust_consumers_both_ways() {
+    let jar_build = tokio::task::spawn_blocking(java_client_jar);
+    let zookeeper = ZooKeeper::standalone();
+    let db = MariaDb::shared();
+    setup_schema(db, "interop_db", &[SCHEMA_TABLE]).await;
+    let port = free_port();
+    let instance = spawn(&config(db, "interop_db", port, &zookeeper.servers), port);
+    instance
+        .wait_for_log("binlog dump started", Duration::from_secs(30))
+        .await;
+    jar_build.await.unwrap();
+    let insert = |id: u32| format!("INSERT INTO orders VALUES ({id}, 'x')");
+
+    // Rust first: the Java consumer waits (canal's connect() blocks until its client is the running one).
+    let mut rust = RustConsumer::start(&zookeeper.servers, 2);
+    rust.wait_for_log("became the active consumer", Duration::from_secs(30))
+        .await;
+    let mut java = JavaClient::start(&zookeeper.servers, "example", 2, Duration::from_secs(90));
+    exec(db, "interop_db", &[&insert(1), &insert(2)]).await;
+    assert!(
+        rust.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        rust.log()
+    );
+    assert_eq!(rust.ids(), ["1", "2"]);
+    assert!(
+        java.rows().is_empty(),
+        "the Java consumer fetched while canal-rs held the node"
+    );
+    // Released by canal-rs: the Java consumer takes over (after canal's own 5 s delay) from the cursor.
+    exec(db, "interop_db", &[&insert(3), &insert(4)]).await;
+    java.wait_for("DONE", Duration::from_secs(60), |j| {
+        j.lines().iter().any(|l| l.starts_with("DONE"))
+    })
+    .await;
+    assert_eq!(
+        java.rows(),
+        ["interop_db orders INSERT 3", "interop_db orders INSERT 4"]
+    );
+    let (status, _, stderr) = java.finish().await;
+    assert!(status.success(), "{stderr}");
+
+    // Java first: the canal-rs consumer waits, then takes over once the Java client releases the node.
+    let mut java = JavaClient::start(&zookeeper.servers, "example", 1, Duration::from_secs(90));
+    java.wait_for("CONNECTED", Duration::from_secs(60), |j| {
+        j.lines().iter().any(|l| l == "CONNECTED")
+    })
+    .await;
+    let mut rust = RustConsumer::start(&zookeeper.servers, 1);
+    rust.wait_for_log("consuming example", Duration::from_secs(30)).await;
+    exec(db, "interop_db", &[&insert(5)]).await;
+    let (status, lines, stderr) = java.finish().await;
+    assert!(status.success(), "{stderr}");
+    assert!(lines.iter().any(|l| l == "ROW interop_db orders INSERT 5"), "{lines:?}");
+    assert!(
+        rust.ids().is_empty(),
+        "canal-rs fetched while the Java consumer held the node"
+    );
+    exec(db, "interop_db", &[&insert(6)]).await;
+    assert!(
+        rust.wait_exit(Duration::from_secs(60)).await.success(),
+        "{}",
+        rust.log()
+    );
+    assert_eq!(rust.ids(), ["6"], "canal-rs continues after the Java consumer's cursor");
+}
