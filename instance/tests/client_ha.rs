@@ -125,9 +125,17 @@ async fn one_replica_fetches_and_another_takes_over() {
         .unwrap()
         .keep();
     let config = common::zk_instance_config(db, "replica_db", port, &zookeeper.servers, &dir);
-    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
-    instance
+    let mut server_a = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    server_a
         .wait_for_log("binlog dump started", Duration::from_secs(30))
+        .await;
+    // A standby server, for a server failover in the middle of the consumer handovers.
+    let port_b = free_port();
+    let dir_b = dir.join("b");
+    let config_b = common::zk_instance_config(db, "replica_db", port_b, &zookeeper.servers, &dir_b);
+    let server_b = InstanceProcess::spawn(BINARY, &dir_b, &config_b, port_b, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    server_b
+        .wait_for_log("connected to ZooKeeper", Duration::from_secs(30))
         .await;
 
     let replicas: Vec<Replica> = (0..3).map(|n| Replica::start(&dir, n, &zookeeper.servers)).collect();
@@ -177,6 +185,17 @@ async fn one_replica_fetches_and_another_takes_over() {
     let (second, took) = wait_for_active(&replicas, &[first], Duration::from_secs(30)).await;
     eprintln!("crash: replica {second} active after {took:?}");
     wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
+
+    // The server fails over under the active consumer, which follows it to the new active server.
+    assert_eq!(server_a.terminate().await, Some(0));
+    server_b
+        .wait_for_log("became the active instance", Duration::from_secs(30))
+        .await;
+    wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
+    assert!(
+        replicas[second].active(),
+        "a server failover is not a consumer handover"
+    );
 
     // Pause the new active replica past its session: the last one takes over; the paused one, continued, must
     // stop fetching.
