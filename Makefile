@@ -30,10 +30,11 @@ fmt:
 test: deps lint
 	$(CARGO) test --workspace --all-features
 
-## bench: measurements that do not belong in tests; today the failover times of the HA scenarios
+## bench: measurements that do not belong in tests; today the failover times of servers and of consumer replicas
 bench: deps
-	$(CARGO) test -p canal-instance --test ha_failover -- --nocapture
-	@echo; echo "failover report (target/failover-report.txt):"; cat target/failover-report.txt
+	$(CARGO) test -p canal-instance --test ha_failover --test client_ha -- --nocapture
+	@echo; echo "server failover (target/failover-report.txt):"; cat target/failover-report.txt
+	@echo; echo "consumer handover (target/client-ha-report.txt):"; cat target/client-ha-report.txt
 
 ## crds: regenerate the CanalInstance CRD (crds/ and the Helm chart's copy) and the chart's values schema
 crds:

@@ -184,6 +184,7 @@ async fn one_replica_fetches_and_another_takes_over() {
     replicas[first].signal("KILL");
     let (second, took) = wait_for_active(&replicas, &[first], Duration::from_secs(30)).await;
     eprintln!("crash: replica {second} active after {took:?}");
+    let mut report = vec![format!("consumer SIGKILL: next replica active after {took:?}")];
     wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
 
     // The server fails over under the active consumer, which follows it to the new active server.
@@ -202,6 +203,10 @@ async fn one_replica_fetches_and_another_takes_over() {
     replicas[second].signal("STOP");
     let (third, took) = wait_for_active(&replicas, &[first, second], Duration::from_secs(30)).await;
     eprintln!("pause: replica {third} active after {took:?}");
+    report.push(format!("consumer SIGSTOP: next replica active after {took:?}"));
+    // Measurements go to a report file (make bench), not into assertions.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/client-ha-report.txt");
+    let _ = std::fs::write(&path, report.join("\n") + "\n");
     replicas[second].signal("CONT");
     let started = Instant::now();
     while !replicas[second].log().contains("no longer the active consumer") {
