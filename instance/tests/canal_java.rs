@@ -195,17 +195,7 @@ fn config(db: &MariaDb, schema: &str, port: u16, zookeeper: &str) -> String {
         .tempdir()
         .unwrap()
         .keep();
-    format!(
-        "destination: example\n\
-         source:\n  address: {}\n  username: canal\n  serverId: {}\n\
-         filter:\n  include: '{schema}\\..*'\n\
-         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: 0\n\
-         dataDir: {}\n\
-         zookeeper:\n  servers: '{zookeeper}'\n  sessionTimeoutSeconds: 4\n  failoverDelaySeconds: 1\n",
-        db.address(),
-        3000 + port % 1000,
-        dir.join("data").display()
-    )
+    common::zk_instance_config(db, schema, port, zookeeper, &dir)
 }
 
 fn spawn(config: &str, port: u16) -> InstanceProcess {

@@ -17,17 +17,7 @@ fn config(db: &MariaDb, schema: &str, port: u16, metrics: u16, zookeeper: &str, 
         .tempdir()
         .unwrap()
         .keep();
-    format!(
-        "destination: example\n\
-         source:\n  address: {}\n  username: canal\n  serverId: {}\n\
-         filter:\n  include: '{schema}\\..*'\n\
-         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: {metrics}\n\
-         dataDir: {}\n\
-         zookeeper:\n  servers: '{zookeeper}'\n  sessionTimeoutSeconds: 4\n  failoverDelaySeconds: 1\n{extra}",
-        db.address(),
-        2000 + port % 1000,
-        dir.join("data").display()
-    )
+    common::zk_instance_config_with(db, schema, port, metrics, zookeeper, &dir) + extra
 }
 
 fn spawn(config: &str, port: u16) -> InstanceProcess {

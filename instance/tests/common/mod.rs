@@ -155,13 +155,25 @@ pub fn value_of<'a>(columns: &'a [canal_instance::proto::entry::Column], name: &
         .value()
 }
 
-/// A ZooKeeper-mode instance config reading `schema`, with state under `dir`.
+/// A ZooKeeper-mode instance config reading `schema` (session 4 s, failover delay 1 s, no probe port).
 pub fn zk_instance_config(db: &MariaDb, schema: &str, port: u16, zookeeper: &str, dir: &std::path::Path) -> String {
+    zk_instance_config_with(db, schema, port, 0, zookeeper, dir)
+}
+
+/// Like [`zk_instance_config`], with the probe port `metrics` (0 disables it).
+pub fn zk_instance_config_with(
+    db: &MariaDb,
+    schema: &str,
+    port: u16,
+    metrics: u16,
+    zookeeper: &str,
+    dir: &std::path::Path,
+) -> String {
     format!(
         "destination: example\n\
          source:\n  address: {}\n  username: canal\n  serverId: {}\n\
          filter:\n  include: '{schema}\\..*'\n\
-         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: 0\n\
+         server:\n  host: 127.0.0.1\n  port: {port}\n  metricsPort: {metrics}\n\
          dataDir: {}\n\
          zookeeper:\n  servers: '{zookeeper}'\n  sessionTimeoutSeconds: 4\n  failoverDelaySeconds: 1\n",
         db.address(),
