@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port, repo_root};
 use canal_instance::client::{CanalClient, GetWait};
-use common::{BINARY, exec, setup_schema};
+use common::{BINARY, TailReplica, exec, setup_schema};
 use zookeeper_client as zk;
 
 const SCHEMA_TABLE: &str = "CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(20))";
@@ -378,85 +378,6 @@ async fn failover(schema: &str, fault: Fault) {
     println!("{fault:?}: the Java client's log:\n{stderr}");
 }
 
-/// A `canal-instance tail --client-ha` consumer, printing to a file.
-struct RustConsumer {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl RustConsumer {
-    fn start(zookeeper: &str, max_changes: usize) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("canal-java-interop-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let (out, err) = (dir.join("tail.out"), dir.join("tail.err"));
-        let child = Command::new(BINARY)
-            .args([
-                "tail",
-                "--zookeeper",
-                zookeeper,
-                "--destination",
-                "example",
-                "--client-ha",
-            ])
-            .args(["--zookeeper-session-timeout", "4", "--failover-delay", "1"])
-            .args(["--max-changes", &max_changes.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, out, err }
-    }
-
-    fn ids(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["after"]["id"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    async fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "tail never logged `{needle}`:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "tail did not exit:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for RustConsumer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// canal's client running node excludes a canal-rs consumer and a canal Java consumer of the same client id, in
 /// both directions: whoever holds `1001/running` fetches, the other waits and takes over when it is released.
 #[tokio::test]
@@ -474,7 +395,12 @@ async fn client_running_node_excludes_java_and_rust_consumers_both_ways() {
     let insert = |id: u32| format!("INSERT INTO orders VALUES ({id}, 'x')");
 
     // Rust first: the Java consumer waits (canal's connect() blocks until its client is the running one).
-    let mut rust = RustConsumer::start(&zookeeper.servers, 2);
+    let dir = tempfile::Builder::new()
+        .prefix("canal-java-interop-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let mut rust = TailReplica::start(&dir, "first", &zookeeper.servers, &["--max-changes", "2"]);
     rust.wait_for_log("became the active consumer", Duration::from_secs(30))
         .await;
     let mut java = JavaClient::start(&zookeeper.servers, "example", 2, Duration::from_secs(90));
@@ -484,7 +410,7 @@ async fn client_running_node_excludes_java_and_rust_consumers_both_ways() {
         "{}",
         rust.log()
     );
-    assert_eq!(rust.ids(), ["1", "2"]);
+    assert_eq!(rust.ids(), [1, 2]);
     assert!(
         java.rows().is_empty(),
         "the Java consumer fetched while canal-rs held the node"
@@ -508,7 +434,7 @@ async fn client_running_node_excludes_java_and_rust_consumers_both_ways() {
         j.lines().iter().any(|l| l == "CONNECTED")
     })
     .await;
-    let mut rust = RustConsumer::start(&zookeeper.servers, 1);
+    let mut rust = TailReplica::start(&dir, "second", &zookeeper.servers, &["--max-changes", "1"]);
     rust.wait_for_log("consuming example", Duration::from_secs(30)).await;
     exec(db, "interop_db", &[&insert(5)]).await;
     let (status, lines, stderr) = java.finish().await;
@@ -524,5 +450,5 @@ async fn client_running_node_excludes_java_and_rust_consumers_both_ways() {
         "{}",
         rust.log()
     );
-    assert_eq!(rust.ids(), ["6"], "canal-rs continues after the Java consumer's cursor");
+    assert_eq!(rust.ids(), [6], "canal-rs continues after the Java consumer's cursor");
 }

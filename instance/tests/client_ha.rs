@@ -6,85 +6,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port};
-use common::{BINARY, setup_schema};
+use common::{BINARY, TailReplica, setup_schema};
 use mysql_async::prelude::Queryable;
 
-struct Replica {
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Replica {
-    fn start(dir: &std::path::Path, n: usize, zookeeper: &str) -> Self {
-        let out = dir.join(format!("tail-{n}.out"));
-        let err = dir.join(format!("tail-{n}.err"));
-        let child = Command::new(BINARY)
-            .args([
-                "tail",
-                "--zookeeper",
-                zookeeper,
-                "--destination",
-                "example",
-                "--client-ha",
-            ])
-            .args([
-                "--zookeeper-session-timeout",
-                "4",
-                "--failover-delay",
-                "1",
-                "--batch-size",
-                "20",
-            ])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .unwrap();
-        Self { child, out, err }
-    }
-
-    fn ids(&self) -> Vec<u32> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["after"]["id"].as_str().and_then(|id| id.parse().ok()))
-            .collect()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.err).unwrap_or_default()
-    }
-
-    fn active(&self) -> bool {
-        let log = self.log();
-        log.rfind("became the active consumer") > log.rfind("no longer the active consumer")
-    }
-
-    fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_for_active(replicas: &[Replica], except: &[usize], timeout: Duration) -> (usize, Duration) {
+async fn wait_for_active(replicas: &[TailReplica], except: &[usize], timeout: Duration) -> (usize, Duration) {
     let started = Instant::now();
     loop {
         if let Some(i) = (0..replicas.len()).find(|i| !except.contains(i) && replicas[*i].active()) {
@@ -98,10 +28,10 @@ async fn wait_for_active(replicas: &[Replica], except: &[usize], timeout: Durati
     }
 }
 
-async fn wait_for_all(replicas: &[Replica], written: u32, timeout: Duration) {
+async fn wait_for_all(replicas: &[TailReplica], written: u32, timeout: Duration) {
     let started = Instant::now();
     loop {
-        let seen: BTreeSet<u32> = replicas.iter().flat_map(Replica::ids).collect();
+        let seen: BTreeSet<u32> = replicas.iter().flat_map(TailReplica::ids).collect();
         if (1..=written).all(|id| seen.contains(&id)) {
             return;
         }
@@ -138,7 +68,9 @@ async fn one_replica_fetches_and_another_takes_over() {
         .wait_for_log("connected to ZooKeeper", Duration::from_secs(30))
         .await;
 
-    let replicas: Vec<Replica> = (0..3).map(|n| Replica::start(&dir, n, &zookeeper.servers)).collect();
+    let replicas: Vec<TailReplica> = (0..3)
+        .map(|n| TailReplica::start(&dir, &n.to_string(), &zookeeper.servers, &["--batch-size", "20"]))
+        .collect();
     let (first, _) = wait_for_active(&replicas, &[], Duration::from_secs(30)).await;
 
     let stop = Arc::new(AtomicBool::new(false));

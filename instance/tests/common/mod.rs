@@ -181,3 +181,93 @@ pub fn zk_instance_config_with(
         dir.join("data").display()
     )
 }
+
+/// A `canal-instance tail --zookeeper ... --client-ha` consumer replica, printing to files in `dir`.
+pub struct TailReplica {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl TailReplica {
+    /// Starts replica `name` (session 4 s, failover delay 1 s); `extra` are more tail arguments.
+    pub fn start(dir: &std::path::Path, name: &str, zookeeper: &str, extra: &[&str]) -> Self {
+        let out = dir.join(format!("tail-{name}.out"));
+        let err = dir.join(format!("tail-{name}.err"));
+        let child = std::process::Command::new(BINARY)
+            .args([
+                "tail",
+                "--zookeeper",
+                zookeeper,
+                "--destination",
+                "example",
+                "--client-ha",
+            ])
+            .args(["--zookeeper-session-timeout", "4", "--failover-delay", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("tail stdout file"))
+            .stderr(std::fs::File::create(&err).expect("tail stderr file"))
+            .spawn()
+            .expect("spawn tail");
+        Self { child, out, err }
+    }
+
+    /// The `id` of every row change printed so far.
+    pub fn ids(&self) -> Vec<u32> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["after"]["id"].as_str().and_then(|id| id.parse().ok()))
+            .collect()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Whether the replica last reported itself the active consumer.
+    pub fn active(&self) -> bool {
+        let log = self.log();
+        log.rfind("became the active consumer") > log.rfind("no longer the active consumer")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "tail never logged `{needle}`:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("tail status") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tail did not exit:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TailReplica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
