@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::consumers::{Connection, Consumers, running_node_replaces};
 use crate::convert::{ConvertOptions, Converter};
 use crate::error::{Error, Result};
 use crate::filter::TableFilter;
@@ -22,6 +23,7 @@ use crate::health;
 use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
+use crate::metrics::Metrics;
 use crate::position::ResumePoint;
 use crate::report::{PodIdentity, ReaderPosition, Reporter, SharedPosition};
 use crate::server::{self, ServerAuth};
@@ -34,6 +36,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 const IDLE_PROGRESS_INTERVAL: Duration = Duration::from_secs(300);
 /// How often the position is made available to status reporting.
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a request for a client id that another connection holds waits for that connection to close.
+const RELEASE_GRACE: Duration = Duration::from_secs(2);
 /// Longest wait between reconnection attempts to the source.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -74,6 +78,8 @@ pub struct Destination {
     /// Serializes acks so cursors are written in the order batches were acknowledged, and lets a term end only
     /// after the acks in flight are written.
     ack_lock: tokio::sync::Mutex<()>,
+    /// The connection consuming each client id.
+    pub consumers: Arc<Consumers>,
 }
 
 impl Destination {
@@ -113,6 +119,49 @@ impl Destination {
         }
     }
 
+    /// Makes `connection` the consumer of `client_id`, or explains who is. A holder that closes within
+    /// [`RELEASE_GRACE`] (a client reconnecting) lets the claim through, and so does client HA naming this
+    /// connection as the active consumer, which evicts the holder.
+    async fn claim(&self, term: &Term, client_id: i16, connection: &Connection) -> Result<(), Refused> {
+        if connection.evicted.is_cancelled() {
+            return Err(Refused(format!(
+                "this connection no longer consumes clientId {client_id}: client HA made another consumer active"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + RELEASE_GRACE;
+        let mut changes = self.consumers.changes();
+        loop {
+            let busy = match self.consumers.claim(client_id, connection) {
+                Ok(()) => return Ok(()),
+                Err(busy) => busy,
+            };
+            if let Some(address) = term.meta.client_running_address(client_id).await
+                && running_node_replaces(&address, busy.peer, connection.peer)
+            {
+                if self.consumers.evict(client_id, &busy, connection) {
+                    tracing::warn!(
+                        client_id,
+                        evicted = %busy.peer,
+                        active = %connection.peer,
+                        "client HA made another consumer active; closing the previous consumer's connection"
+                    );
+                    return Ok(());
+                }
+                continue;
+            }
+            let released = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(released, Ok(Ok(()))) {
+                self.consumers.refused(client_id);
+                return Err(Refused(format!(
+                    "clientId {client_id} of destination {} is already consumed by the connection from {} (since \
+                     {}). canal-rs serves one connection per clientId: stop the other consumer, give this one another \
+                     clientId, or run the consumers with client HA so that only the active one connects",
+                    self.name, busy.peer, busy.since
+                )));
+            }
+        }
+    }
+
     fn replace_filter(&self, include: &str) -> Result<(), Refused> {
         let compiled = TableFilter::new(include, &self.exclude).map_err(|e| Refused(e.to_string()))?;
         *self.filter.write().unwrap_or_else(|p| p.into_inner()) = compiled;
@@ -120,8 +169,9 @@ impl Destination {
     }
 
     /// Subscribes a client. A non-blank filter replaces the include list for the whole destination, as in canal.
-    pub async fn subscribe(&self, client_id: i16, filter: &str) -> Result<(), Refused> {
+    pub async fn subscribe(&self, connection: &Connection, client_id: i16, filter: &str) -> Result<(), Refused> {
         let term = self.term()?;
+        self.claim(&term, client_id, connection).await?;
         if !filter.trim().is_empty() {
             self.replace_filter(filter)?;
             tracing::info!(client_id, filter, "subscription filter replaces filter.include");
@@ -138,18 +188,27 @@ impl Destination {
         Ok(())
     }
 
-    pub async fn unsubscribe(&self, client_id: i16) -> Result<(), Refused> {
+    pub async fn unsubscribe(&self, connection: &Connection, client_id: i16) -> Result<(), Refused> {
         let term = self.term()?;
+        self.claim(&term, client_id, connection).await?;
         term.meta
             .unsubscribe(client_id)
             .await
             .map_err(|e| Refused(e.to_string()))?;
+        self.consumers.release(client_id, connection);
         tracing::info!(client_id, "client unsubscribed");
         Ok(())
     }
 
-    pub async fn get(&self, client_id: i16, fetch_size: i32, wait: Wait) -> Result<Batch, Refused> {
+    pub async fn get(
+        &self,
+        connection: &Connection,
+        client_id: i16,
+        fetch_size: i32,
+        wait: Wait,
+    ) -> Result<Batch, Refused> {
         let term = self.term()?;
+        self.claim(&term, client_id, connection).await?;
         self.require_subscribed(&term, client_id)?;
         let batch = term.store.get(&client_id.to_string(), fetch_size, wait).await?;
         // A get may have waited; hand nothing out if this instance stopped being the active one meanwhile.
@@ -160,7 +219,10 @@ impl Destination {
     }
 
     /// Acknowledges a batch. Returns only once the new cursor is stored.
-    pub async fn ack(&self, client_id: i16, batch_id: i64) -> Result<(), Refused> {
+    pub async fn ack(&self, connection: &Connection, client_id: i16, batch_id: i64) -> Result<(), Refused> {
+        let term = self.term()?;
+        self.claim(&term, client_id, connection).await?;
+        drop(term);
         let _order = self.ack_lock.lock().await;
         let term = self.term()?;
         self.require_subscribed(&term, client_id)?;
@@ -173,8 +235,9 @@ impl Destination {
             .map_err(|e| Refused(e.to_string()))
     }
 
-    pub async fn rollback(&self, client_id: i16, batch_id: i64) -> Result<(), Refused> {
+    pub async fn rollback(&self, connection: &Connection, client_id: i16, batch_id: i64) -> Result<(), Refused> {
         let term = self.term()?;
+        self.claim(&term, client_id, connection).await?;
         if !term.meta.is_subscribed(client_id) {
             // canal ignores a rollback from a client that never subscribed (clients send one on connect).
             return Ok(());
@@ -194,6 +257,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .map_err(|e| Error::io(format!("cannot listen on {bind} (server.host/server.port)"), e))?;
     tracing::info!(address = %bind, destination = %config.destination, "canal server listening");
 
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
     let destination = Arc::new(Destination {
         name: config.destination.clone(),
         filter: Arc::new(RwLock::new(TableFilter::new(
@@ -205,6 +270,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         term: RwLock::new(None),
         position: SharedPosition::default(),
         ack_lock: tokio::sync::Mutex::new(()),
+        consumers: Arc::new(Consumers::new(&config.destination, &metrics)),
     });
     let auth = ServerAuth {
         username: config.server.username.clone(),
@@ -234,6 +300,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             Some(tokio::spawn(health::serve(
                 listener,
                 standing.clone(),
+                Arc::new(registry),
                 server_stop.clone(),
             )))
         }
@@ -248,6 +315,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
                 Some(tokio::spawn(reporter.run(
                     standing_for_report,
                     destination.position.clone(),
+                    destination.consumers.clone(),
                     server_stop.clone(),
                 )))
             }

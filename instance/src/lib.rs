@@ -5,11 +5,12 @@
 //! tables, [`store`] buffers entries into batches with backpressure, and [`server`] speaks canal's TCP protocol to
 //! clients. [`meta`] persists each client's acknowledged cursor, in a file or in ZooKeeper. [`instance`] wires these
 //! together for one destination. With ZooKeeper, [`ha`] elects the active instance in canal's layout ([`zk`]);
-//! [`health`] serves the probes and [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the
-//! consumer side.
+//! [`consumers`] admits one connection per client id. [`health`] serves the probes and the [`metrics`], and
+//! [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the consumer side.
 
 pub mod client;
 pub mod config;
+pub mod consumers;
 pub mod convert;
 pub mod ddl;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod ha;
 pub mod health;
 pub mod instance;
 pub mod meta;
+pub mod metrics;
 pub mod position;
 pub mod proto;
 pub mod report;

@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::consumers::{Consumer, Consumers};
 use crate::ha::Standing;
 
 /// How often a pod refreshes its report even when nothing changed (its `lastSeen`).
@@ -85,7 +86,12 @@ impl Reporter {
     }
 
     /// One report: the pod label, then the status entry.
-    pub async fn report(&self, standing: &Standing, position: Option<&ReaderPosition>) -> Result<(), kube::Error> {
+    pub async fn report(
+        &self,
+        standing: &Standing,
+        position: Option<&ReaderPosition>,
+        consumers: &[Consumer],
+    ) -> Result<(), kube::Error> {
         let role = role_name(standing);
         let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), &self.identity.namespace);
         let label = json!({"metadata": {"labels": {ROLE_LABEL: role}}});
@@ -106,6 +112,11 @@ impl Reporter {
         }
         if active {
             status["activePod"] = json!(self.identity.pod);
+            // Sent even when empty: the list is atomic, so this replaces what a previous active pod wrote.
+            status["consumers"] = consumers
+                .iter()
+                .map(|c| json!({"clientId": c.client_id, "address": c.address, "since": c.since.to_string()}))
+                .collect();
             // The pod that takes over counts the failover. It restates the count on every report, because
             // server-side apply drops fields a manager stops sending.
             let current = self.canal_instances().get_status(&self.identity.instance).await?;
@@ -136,25 +147,29 @@ impl Reporter {
         Ok(())
     }
 
-    /// Reports on every role change and every [`REFRESH`] until `shutdown`.
+    /// Reports on every role change, soon after consumers come and go, and every [`REFRESH`], until `shutdown`.
     pub async fn run(
         self,
         mut standing: watch::Receiver<Standing>,
         position: SharedPosition,
+        consumers: Arc<Consumers>,
         shutdown: CancellationToken,
     ) {
         let mut refresh = tokio::time::interval(REFRESH);
         // Standalone, the standing never changes and its sender is gone; keep refreshing `lastSeen` anyway.
         let mut open = true;
+        let mut consumer_changes = consumers.changes();
         loop {
             let current = standing.borrow_and_update().clone();
             let at = position.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Err(e) = self.report(&current, at.as_ref()).await {
+            if let Err(e) = self.report(&current, at.as_ref(), &consumers.snapshot()).await {
                 tracing::warn!(error = %e, "cannot report the pod's role to Kubernetes; retrying");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = standing.changed(), if open => open = changed.is_ok(),
+                // At most one report a second however fast clients reconnect.
+                Ok(()) = consumer_changes.changed() => tokio::time::sleep(Duration::from_secs(1)).await,
                 _ = refresh.tick() => {}
             }
         }
@@ -230,6 +245,10 @@ mod tests {
             assert!(body["status"]["members"][0]["lastSeen"].is_string());
             assert_eq!(body["status"]["failovers"], 3, "orders-1 took over from orders-0");
             assert!(body["status"]["lastFailoverTime"].is_string());
+            assert_eq!(
+                body["status"]["consumers"],
+                json!([{"clientId": 1001, "address": "10.0.0.9:53122", "since": "2026-11-23T18:00:00Z"}])
+            );
             let reply = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance",
                 "metadata": {"name": "orders", "namespace": "shop"}});
             send.send_response(
@@ -242,7 +261,12 @@ mod tests {
             position: "mysql-bin.000003:4321".into(),
             event_time_ms: jiff::Timestamp::now().as_millisecond() - 2_000,
         };
-        reporter.report(&Standing::Active, Some(&at)).await.unwrap();
+        let consumers = [Consumer {
+            client_id: 1001,
+            address: "10.0.0.9:53122".into(),
+            since: "2026-11-23T18:00:00Z".parse().unwrap(),
+        }];
+        reporter.report(&Standing::Active, Some(&at), &consumers).await.unwrap();
         server.await.unwrap();
     }
 
@@ -266,6 +290,11 @@ mod tests {
             assert_eq!(body["status"].get("activePod"), None);
             assert_eq!(body["status"].get("position"), None);
             assert_eq!(body["status"]["members"][0]["role"], "standby");
+            assert_eq!(
+                body["status"].get("consumers"),
+                None,
+                "only the active pod has consumers"
+            );
             send.send_response(Response::builder().body(Body::from(b"{\"apiVersion\":\"canal.rs/v1alpha1\",\"kind\":\"CanalInstance\",\"metadata\":{\"name\":\"orders\"}}".to_vec())).unwrap());
         });
         reporter
@@ -275,6 +304,7 @@ mod tests {
                     position: "x:4".into(),
                     event_time_ms: 0,
                 }),
+                &[],
             )
             .await
             .unwrap();

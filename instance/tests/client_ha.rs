@@ -14,6 +14,9 @@ use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port};
 use common::{BINARY, TailReplica, setup_schema};
 use mysql_async::prelude::Queryable;
 
+/// Rows per batch the replicas fetch.
+const BATCH: usize = 20;
+
 async fn wait_for_active(replicas: &[TailReplica], except: &[usize], timeout: Duration) -> (usize, Duration) {
     let started = Instant::now();
     loop {
@@ -69,7 +72,14 @@ async fn one_replica_fetches_and_another_takes_over() {
         .await;
 
     let replicas: Vec<TailReplica> = (0..3)
-        .map(|n| TailReplica::start(&dir, &n.to_string(), &zookeeper.servers, &["--batch-size", "20"]))
+        .map(|n| {
+            TailReplica::start(
+                &dir,
+                &n.to_string(),
+                &zookeeper.servers,
+                &["--batch-size", &BATCH.to_string()],
+            )
+        })
         .collect();
     let (first, _) = wait_for_active(&replicas, &[], Duration::from_secs(30)).await;
 
@@ -138,7 +148,6 @@ async fn one_replica_fetches_and_another_takes_over() {
     report.push(format!("consumer SIGSTOP: next replica active after {took:?}"));
     // Measurements go to a report file (make bench), not into assertions.
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/client-ha-report.txt");
-    let _ = std::fs::write(&path, report.join("\n") + "\n");
     replicas[second].signal("CONT");
     let started = Instant::now();
     while !replicas[second].log().contains("no longer the active consumer") {
@@ -156,8 +165,37 @@ async fn one_replica_fetches_and_another_takes_over() {
         "the stepped-down replica fetches nothing more"
     );
 
+    // The paused replica's connection outlived its session; the server closed it when the new active consumer
+    // (named by the client running node) subscribed, instead of refusing the newcomer.
+    assert!(
+        server_b
+            .log()
+            .contains("client HA made another consumer active; closing the previous consumer's connection"),
+        "{}",
+        server_b.log()
+    );
+
     stop.store(true, Ordering::SeqCst);
     writer.await.unwrap();
     wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
     assert!(replicas[third].ids().len() > 1, "the last active replica consumed rows");
+
+    // Rows consumed twice are only those of the last batch a replaced replica fetched and never acknowledged:
+    // whatever the servers processed an ack for never comes again.
+    let mut redelivered = 0;
+    for old in [first, second] {
+        let ids = replicas[old].ids();
+        let unacked: BTreeSet<u32> = ids.iter().rev().take(BATCH).copied().collect();
+        let others: BTreeSet<u32> = (0..3).filter(|i| *i != old).flat_map(|i| replicas[i].ids()).collect();
+        let again: BTreeSet<u32> = ids.iter().copied().filter(|id| others.contains(id)).collect();
+        assert!(
+            again.is_subset(&unacked),
+            "replica {old}: rows {again:?} came again, but only its last batch {unacked:?} was unacknowledged"
+        );
+        redelivered += again.len();
+    }
+    report.push(format!(
+        "rows consumed again after the two handovers (unacknowledged last batches): {redelivered}"
+    ));
+    let _ = std::fs::write(&path, report.join("\n") + "\n");
 }

@@ -185,6 +185,14 @@ impl Meta {
         }
     }
 
+    /// The address in the client running node of `client_id` (client HA), if there is one. Only ZooKeeper has it.
+    pub async fn client_running_address(&self, client_id: i16) -> Option<String> {
+        match self {
+            Meta::File(_) => None,
+            Meta::ZooKeeper(zk) => zk.client_running_address(client_id).await,
+        }
+    }
+
     /// Writes anything still pending (ZooKeeper flush period).
     pub async fn flush(&self) -> Result<()> {
         match self {

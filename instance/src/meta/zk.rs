@@ -199,6 +199,21 @@ impl ZkMeta {
         self.shared.lock().values().filter_map(|c| c.cursor.clone()).collect()
     }
 
+    /// The `address` of the client running node; `None` when there is no node, or it cannot be read.
+    pub async fn client_running_address(&self, client_id: i16) -> Option<String> {
+        let path = self.shared.paths.client_running(client_id);
+        let (data, _) = match self.shared.client.get_data(&path).await {
+            Ok(found) => found,
+            Err(zk::Error::NoNode) => return None,
+            Err(e) => {
+                tracing::warn!(path, error = %e, "cannot read the client running node");
+                return None;
+            }
+        };
+        let value: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        value["address"].as_str().map(str::to_string)
+    }
+
     pub fn filter(&self) -> Option<String> {
         self.shared
             .lock()

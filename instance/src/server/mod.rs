@@ -8,12 +8,17 @@ pub mod frame;
 pub mod session;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::instance::Destination;
+
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_RETRIES: u32 = 3;
 
 /// Who may connect.
 #[derive(Clone, Debug, Default)]
@@ -43,13 +48,22 @@ pub async fn serve(
         match accepted {
             Ok((socket, peer)) => {
                 let _ = socket.set_nodelay(true);
+                // A consumer whose host vanished never closes its connection; keepalive notices, so that its
+                // client id is freed for a replacement within about a minute instead of never.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_RETRIES);
+                if let Err(e) = socket2::SockRef::from(&socket).set_tcp_keepalive(&keepalive) {
+                    tracing::debug!(peer = %peer, error = %e, "cannot enable TCP keepalive");
+                }
                 let session = session::Session::new(destination.clone(), auth.clone(), peer);
                 sessions.spawn(session.run(socket, shutdown.clone()));
             }
             Err(e) => {
                 // Usually a transient resource limit (EMFILE); back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use prost::Message;
 use tokio::net::TcpStream;
@@ -17,6 +17,7 @@ use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::CancellationToken;
 
 use super::{ServerAuth, auth, frame};
+use crate::consumers::Connection;
 use crate::instance::Destination;
 use crate::proto::packet::{self, Packet, PacketType};
 use crate::store::Wait;
@@ -37,6 +38,10 @@ pub struct Session {
     destination: Arc<Destination>,
     auth: Arc<ServerAuth>,
     peer: SocketAddr,
+    /// This connection in the destination's consumer registry.
+    connection: Connection,
+    /// A request that arrived while a GET was waiting (canal's clients never pipeline, but nothing forbids it).
+    pending: Option<BytesMut>,
     seed: [u8; 8],
     authenticated: bool,
     idle: Duration,
@@ -49,12 +54,23 @@ fn bad_request(message: impl Into<String>) -> Reply {
     Reply(400, message.into())
 }
 
+fn decode_error(what: &str, e: prost::DecodeError) -> Reply {
+    bad_request(format!("malformed {what}: {e}"))
+}
+
+fn refused(e: crate::instance::Refused) -> Reply {
+    bad_request(e.0)
+}
+
 impl Session {
     pub fn new(destination: Arc<Destination>, auth: Arc<ServerAuth>, peer: SocketAddr) -> Self {
+        let connection = destination.consumers.connect(peer);
         Self {
             destination,
             auth,
             peer,
+            connection,
+            pending: None,
             seed: rand::random(),
             authenticated: false,
             idle: UNAUTHENTICATED_IDLE,
@@ -68,9 +84,17 @@ impl Session {
             return;
         }
         loop {
-            let read = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                read = tokio::time::timeout(self.idle, framed.next()) => read,
+            let read = match self.pending.take() {
+                Some(bytes) => Ok(Some(Ok(bytes))),
+                None => tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    _ = self.connection.evicted.cancelled() => {
+                        self.log_eviction();
+                        break;
+                    }
+                    read = tokio::time::timeout(self.idle, framed.next()) => read,
+                },
             };
             let bytes = match read {
                 Err(_) => {
@@ -90,7 +114,51 @@ impl Session {
                 Ok(Next::Close) | Err(_) => break,
             }
         }
+        self.destination.consumers.disconnect(&self.connection);
         tracing::debug!(peer = %self.peer, "client disconnected");
+    }
+
+    fn log_eviction(&self) {
+        tracing::warn!(
+            peer = %self.peer,
+            "closing the connection: client HA made another consumer of its clientId active"
+        );
+    }
+
+    /// Waits for a GET's batch while watching the connection: a client that closes (or is evicted) meanwhile gives
+    /// up its client id at once instead of when the GET would have ended.
+    async fn get(
+        &mut self,
+        framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+        get: packet::Get,
+    ) -> Result<Option<Result<Option<Bytes>, Reply>>, std::io::Error> {
+        let client_id = match self.client_id(&get.destination, &get.client_id, "Get") {
+            Ok(id) => id,
+            Err(reply) => return Ok(Some(Err(reply))),
+        };
+        let destination = self.destination.clone();
+        let batch = destination.get(&self.connection, client_id, get.fetch_size, wait_of(&get));
+        tokio::pin!(batch);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.connection.evicted.cancelled() => {
+                    self.log_eviction();
+                    return Ok(None);
+                }
+                batch = &mut batch => {
+                    return Ok(Some(batch.map(|b| Some(frame::messages(b.id, b.entries))).map_err(refused)));
+                }
+                read = framed.next(), if self.pending.is_none() => match read {
+                    Some(Ok(bytes)) => self.pending = Some(bytes),
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        tracing::debug!(peer = %self.peer, "client closed the connection during a GET");
+                        return Ok(None);
+                    }
+                },
+            }
+        }
     }
 
     async fn handle(
@@ -108,7 +176,16 @@ impl Session {
                 return Ok(Next::Close);
             }
         };
-        let reply = if self.authenticated {
+        let reply = if self.authenticated && packet.r#type == PacketType::Get as i32 {
+            let get = match packet::Get::decode(packet.body) {
+                Ok(get) => get,
+                Err(e) => return self.send_reply(framed, Err(decode_error("Get", e))).await,
+            };
+            match self.get(framed, get).await? {
+                Some(reply) => reply,
+                None => return Ok(Next::Close),
+            }
+        } else if self.authenticated {
             self.request(packet).await
         } else {
             // canal parses the first packet after the handshake as ClientAuth whatever its type says.
@@ -118,6 +195,14 @@ impl Session {
             }
             reply
         };
+        self.send_reply(framed, reply).await
+    }
+
+    async fn send_reply(
+        &self,
+        framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+        reply: Result<Option<Bytes>, Reply>,
+    ) -> std::io::Result<Next> {
         match reply {
             Ok(Some(response)) => framed.send(response).await?,
             Ok(None) => {}
@@ -163,7 +248,7 @@ impl Session {
         if !request.destination.is_empty() && !request.client_id.is_empty() {
             let client_id = self.client_id(&request.destination, &request.client_id, "ClientAuth")?;
             self.destination
-                .subscribe(client_id, &request.filter)
+                .subscribe(&self.connection, client_id, &request.filter)
                 .await
                 .map_err(|e| bad_request(e.0))?;
         }
@@ -186,14 +271,12 @@ impl Session {
     }
 
     async fn request(&mut self, packet: Packet) -> Result<Option<Bytes>, Reply> {
-        let decode_error = |what: &str, e: prost::DecodeError| bad_request(format!("malformed {what}: {e}"));
-        let refused = |e: crate::instance::Refused| bad_request(e.0);
         match PacketType::try_from(packet.r#type) {
             Ok(PacketType::Subscription) => {
                 let sub = packet::Sub::decode(packet.body).map_err(|e| decode_error("Sub", e))?;
                 let client_id = self.client_id(&sub.destination, &sub.client_id, "Sub")?;
                 self.destination
-                    .subscribe(client_id, &sub.filter)
+                    .subscribe(&self.connection, client_id, &sub.filter)
                     .await
                     .map_err(refused)?;
                 Ok(Some(frame::ok()))
@@ -201,18 +284,11 @@ impl Session {
             Ok(PacketType::Unsubscription) => {
                 let unsub = packet::Unsub::decode(packet.body).map_err(|e| decode_error("Unsub", e))?;
                 let client_id = self.client_id(&unsub.destination, &unsub.client_id, "Unsub")?;
-                self.destination.unsubscribe(client_id).await.map_err(refused)?;
-                Ok(Some(frame::ok()))
-            }
-            Ok(PacketType::Get) => {
-                let get = packet::Get::decode(packet.body).map_err(|e| decode_error("Get", e))?;
-                let client_id = self.client_id(&get.destination, &get.client_id, "Get")?;
-                let batch = self
-                    .destination
-                    .get(client_id, get.fetch_size, wait_of(&get))
+                self.destination
+                    .unsubscribe(&self.connection, client_id)
                     .await
                     .map_err(refused)?;
-                Ok(Some(frame::messages(batch.id, batch.entries)))
+                Ok(Some(frame::ok()))
             }
             Ok(PacketType::Clientack) => {
                 let ack = packet::ClientAck::decode(packet.body).map_err(|e| decode_error("ClientAck", e))?;
@@ -220,7 +296,11 @@ impl Session {
                 match ack.batch_id {
                     -1 => {}
                     0 => return Err(Reply(402, "batchId should assign value. Ack: batchId 0".into())),
-                    id => self.destination.ack(client_id, id).await.map_err(refused)?,
+                    id => self
+                        .destination
+                        .ack(&self.connection, client_id, id)
+                        .await
+                        .map_err(refused)?,
                 }
                 Ok(None)
             }
@@ -229,7 +309,7 @@ impl Session {
                     packet::ClientRollback::decode(packet.body).map_err(|e| decode_error("ClientRollback", e))?;
                 let client_id = self.client_id(&rollback.destination, &rollback.client_id, "ClientRollback")?;
                 self.destination
-                    .rollback(client_id, rollback.batch_id)
+                    .rollback(&self.connection, client_id, rollback.batch_id)
                     .await
                     .map_err(refused)?;
                 Ok(None)

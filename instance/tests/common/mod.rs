@@ -48,12 +48,14 @@ pub async fn exec(db: &MariaDb, schema: &str, statements: &[&str]) {
 impl Fixture {
     /// Starts an instance reading `schema` from the current end of the binlog; `extra` is appended to its config.
     pub async fn start(db: &MariaDb, schema: &str, extra: &str) -> Fixture {
+        Self::start_with(db, schema, |config| format!("{config}{extra}")).await
+    }
+
+    /// Starts an instance reading `schema` with the standalone config as `edit` changes it.
+    pub async fn start_with(db: &MariaDb, schema: &str, edit: impl FnOnce(String) -> String) -> Fixture {
         let dir = tempfile::Builder::new().prefix("canal-test-").tempdir().unwrap().keep();
         let port = free_port();
-        let config = format!(
-            "{}{extra}",
-            standalone_config("example", db, schema, port, &dir.join("data"))
-        );
+        let config = edit(standalone_config("example", db, schema, port, &dir.join("data")));
         let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
         let fixture = Fixture {
             schema: schema.to_string(),

@@ -148,6 +148,23 @@ pub struct CanalInstanceStatus {
     /// Failovers the operator has published an Event for.
     #[serde(default)]
     pub announced_failovers: i64,
+    /// The connection consuming each client id on the active pod. Written whole by the active pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub consumers: Vec<ConnectedConsumer>,
+}
+
+/// A client connection consuming one client id.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectedConsumer {
+    /// canal's clientId (a Java short).
+    pub client_id: i32,
+    /// The consumer's `ip:port`, as the server sees its connection.
+    pub address: String,
+    /// When this connection became the consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// One pod's report.
