@@ -102,16 +102,26 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: O
     }
 }
 
-async fn apply_status(api: &Api<CanalInstance>, ci: &CanalInstance, conditions: Vec<Condition>) -> Result<(), Error> {
+/// Applies the operator's part of the status. `ready` is `ready/desired` pods, once the StatefulSet exists.
+async fn apply_status(
+    api: &Api<CanalInstance>,
+    ci: &CanalInstance,
+    conditions: Vec<Condition>,
+    ready: Option<String>,
+) -> Result<(), Error> {
     let announced = ci.status.as_ref().map_or(0, |s| s.failovers.max(s.announced_failovers));
+    let mut status = json!({
+        "observedGeneration": ci.metadata.generation,
+        "conditions": conditions,
+        "announcedFailovers": announced,
+    });
+    if let Some(ready) = ready {
+        status["readyReplicas"] = json!(ready);
+    }
     let status = json!({
         "apiVersion": CanalInstance::api_version(&()),
         "kind": CanalInstance::kind(&()),
-        "status": {
-            "observedGeneration": ci.metadata.generation,
-            "conditions": conditions,
-            "announcedFailovers": announced,
-        }
+        "status": status,
     });
     api.patch_status(&ci.name_any(), &patch_params(), &Patch::Apply(status))
         .await?;
@@ -142,6 +152,7 @@ async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
             &api,
             ci,
             vec![condition("Ready", false, "InvalidSpec", e.to_string(), generation)],
+            None,
         )
         .await?;
         // Nothing to retry until the spec changes.
@@ -174,6 +185,7 @@ async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
                     &api,
                     ci,
                     vec![condition("Ready", false, "SecretMissing", message, generation)],
+                    None,
                 )
                 .await?;
                 return Ok(Action::requeue(Duration::from_secs(30)));
@@ -210,7 +222,8 @@ async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
             generation,
         )
     };
-    apply_status(&api, ci, vec![ready_condition]).await?;
+    let ready_pods = format!("{ready}/{}", ci.spec.replicas);
+    apply_status(&api, ci, vec![ready_condition], Some(ready_pods)).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -489,7 +502,7 @@ mod tests {
             )
             .await;
             assert_json_include!(actual: status, expected: serde_json::json!({"apiVersion": "canal.rs/v1alpha1",
-                "kind": "CanalInstance", "status": {"observedGeneration": 3,
+                "kind": "CanalInstance", "status": {"observedGeneration": 3, "readyReplicas": "0/3",
                 "conditions": [{"type": "Ready", "status": "False", "reason": "WaitingForPods"}]}}));
         });
         let action = reconcile(Arc::new(ci), ctx).await.unwrap();

@@ -29,11 +29,7 @@ use crate::{FilterConfig, InstanceConfig, ServerConfig, SourceConfig, StartPosit
     status = "CanalInstanceStatus",
     derive = "PartialEq",
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activePod"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readyReplicas"),
     printcolumn(name = "Position", type_ = "string", json_path = ".status.position"),
     printcolumn(name = "Lag", type_ = "string", json_path = ".status.lag", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
@@ -126,6 +122,9 @@ pub struct CanalInstanceStatus {
     /// The generation the operator last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Ready pods out of the desired replicas, such as `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<String>,
     /// The pod that dumps the binlog and serves clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_pod: Option<String>,
