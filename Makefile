@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt bench crds
+.PHONY: all deps k8s build demo test e2e lint fmt bench crds
 
 all: build
 
@@ -10,6 +10,11 @@ all: build
 deps:
 	bash e2e/services/install.sh
 	bash e2e/python/venv.sh >/dev/null
+
+## k8s: build etcd, kube-apiserver, kube-controller-manager and kubectl from Go modules into target/k8s-bin
+## (about 7 minutes the first time, then cached; see e2e/k8s/README.md)
+k8s:
+	bash e2e/k8s/build.sh >/dev/null
 
 build:
 	$(CARGO) build --workspace
@@ -26,9 +31,15 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python
-test: deps lint
+## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python, and the end-to-end
+## test on a real API server (make e2e runs that one alone)
+test: deps k8s lint
 	$(CARGO) test --workspace --all-features
+
+## e2e: the operator, the chart and two canal-instance pods on a real kube-apiserver, driven with kubectl
+e2e: deps k8s
+	$(CARGO) build --workspace
+	$(CARGO) test -p canal-operator --test kubernetes_e2e -- --nocapture
 
 ## bench: measurements that do not belong in tests; today the failover times of servers and of consumer replicas
 bench: deps

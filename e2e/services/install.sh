@@ -43,6 +43,17 @@ fi
 if ! command -v javac >/dev/null 2>&1; then
     missing+=(default-jdk-headless)
 fi
+# The Kubernetes control plane for the e2e test (e2e/k8s/control-plane.sh) makes its certificates with openssl and
+# probes with curl; build.sh serialises builds with flock.
+if ! command -v openssl >/dev/null 2>&1; then
+    missing+=(openssl)
+fi
+if ! command -v curl >/dev/null 2>&1; then
+    missing+=(curl)
+fi
+if ! command -v flock >/dev/null 2>&1; then
+    missing+=(util-linux)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

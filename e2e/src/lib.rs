@@ -3,6 +3,12 @@
 //!
 //! Every service is started with `--owner-pid` set to the test process, so its watchdog stops it and removes its
 //! directory when the test process exits, however it exits. Nothing here fakes MySQL, ZooKeeper or a client.
+//!
+//! For Kubernetes, [`control_plane`] runs a real etcd, kube-apiserver and kube-controller-manager built from Go
+//! modules (`e2e/k8s/`), and [`kubelet`] is a clearly named stand-in that runs Pods as processes.
+
+pub mod control_plane;
+pub mod kubelet;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -21,8 +27,13 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn services_dir() -> PathBuf {
-    repo_root().join("e2e/services")
+/// A script under `e2e/`: `mariadb.sh` and `zookeeper.sh` live in `services/`, others name their folder.
+fn script_path(script: &str) -> PathBuf {
+    if script.contains('/') {
+        repo_root().join("e2e").join(script)
+    } else {
+        repo_root().join("e2e/services").join(script)
+    }
 }
 
 /// Parses a `KEY=value` env file written by the service scripts.
@@ -45,7 +56,7 @@ fn start_service(script: &str, command: &str, dir: &Path, extra: &[&str]) -> Has
 }
 
 /// Like [`start_service`], with options placed before the directory argument.
-fn start_service_with(
+pub(crate) fn start_service_with(
     script: &str,
     command: &str,
     options: &[&str],
@@ -53,7 +64,7 @@ fn start_service_with(
     extra: &[&str],
 ) -> HashMap<String, String> {
     let output = Command::new("bash")
-        .arg(services_dir().join(script))
+        .arg(script_path(script))
         .arg(command)
         .arg("--owner-pid")
         .arg(std::process::id().to_string())
@@ -76,7 +87,7 @@ fn start_service_with(
 /// Runs `script command... DIR args...` and fails the test if it fails.
 fn run_script(script: &str, command: &[&str], dir: &Path, args: &[&str]) {
     let status = Command::new("bash")
-        .arg(services_dir().join(script))
+        .arg(script_path(script))
         .args(command)
         .arg(dir)
         .args(args)
@@ -87,9 +98,9 @@ fn run_script(script: &str, command: &[&str], dir: &Path, args: &[&str]) {
     assert!(status.success(), "{script} {command:?} failed");
 }
 
-fn stop_service(script: &str, dir: &Path) {
+pub(crate) fn stop_service(script: &str, dir: &Path) {
     let _ = Command::new("bash")
-        .arg(services_dir().join(script))
+        .arg(script_path(script))
         .args(["stop", "--rm"])
         .arg(dir)
         .stdin(Stdio::null())
@@ -98,7 +109,7 @@ fn stop_service(script: &str, dir: &Path) {
         .status();
 }
 
-fn fresh_dir(prefix: &str) -> PathBuf {
+pub(crate) fn fresh_dir(prefix: &str) -> PathBuf {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()
@@ -413,28 +424,49 @@ pub fn standalone_config(destination: &str, mysql: &MariaDb, schema: &str, port:
 /// The Python interpreter of the test venv with canal-python 0.4 and protobuf 3.20.x, created on first use.
 pub fn python_with_canal() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON
-        .get_or_init(|| {
-            let script = repo_root().join("e2e/python/venv.sh");
-            let output = Command::new("bash")
-                .arg(&script)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run e2e/python/venv.sh");
-            assert!(
-                output.status.success(),
-                "creating the canal-python venv failed:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            PathBuf::from(
-                String::from_utf8_lossy(&output.stdout)
-                    .lines()
-                    .last()
-                    .expect("python path")
-                    .trim(),
-            )
-        })
-        .clone()
+    PYTHON.get_or_init(|| venv_python("venv.sh")).clone()
+}
+
+/// The Python interpreter of the chart venv (helm-python-sdk, kubernetes-validate), created on first use.
+pub fn python_with_chart_tools() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| venv_python("chart_venv.sh")).clone()
+}
+
+/// Runs `e2e/python/<script>`, which creates (or checks) a venv and prints its python as the last line.
+fn venv_python(script: &str) -> PathBuf {
+    let script = repo_root().join("e2e/python").join(script);
+    let output = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .expect("python path")
+            .trim(),
+    )
+}
+
+/// Lints and renders the Helm chart offline (`e2e/python/render_chart.py`) into `out`; `values` is a values file
+/// or `-` for the chart's defaults. The release is `canal-operator` in namespace `canal-system`.
+pub fn render_chart(values: &str, out: &Path) -> std::process::Output {
+    let _ = std::fs::remove_file(out);
+    Command::new(python_with_chart_tools())
+        .arg(repo_root().join("e2e/python/render_chart.py"))
+        .arg(repo_root().join("charts/canal-operator"))
+        .arg(values)
+        .arg(out)
+        .output()
+        .expect("run render_chart.py")
 }
 
 /// A TCP proxy the tests control: while cut, it forwards nothing in either direction (a silent partition, not a

@@ -18,7 +18,7 @@ use crate::consumers::{Consumer, Consumers};
 use crate::ha::Standing;
 
 /// How often a pod refreshes its report even when nothing changed (its `lastSeen`).
-const REFRESH: Duration = Duration::from_secs(30);
+const REFRESH: Duration = Duration::from_secs(10);
 /// The label the client Service selects on.
 pub const ROLE_LABEL: &str = "canal.rs/role";
 

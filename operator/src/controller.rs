@@ -227,9 +227,39 @@ async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
+/// Under the Delete policy the pods stop before the ZooKeeper data goes: a running pod would register itself and
+/// write cursors again. Scales the StatefulSet to zero and reports [`Error::WaitingForPods`] until its pods are gone
+/// (its status changes trigger the next attempt).
+async fn stop_pods(ci: &CanalInstance, ctx: &Context) -> Result<(), Error> {
+    let namespace = ci.namespace().unwrap_or_default();
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let name = ci.name_any();
+    let Some(sts) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let desired = sts.spec.replicas;
+    if desired != Some(0) {
+        api.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await?;
+    }
+    let running = sts.status.as_ref().map_or(0, |s| s.replicas);
+    if desired == Some(0) && running == 0 {
+        Ok(())
+    } else {
+        Err(Error::WaitingForPods(format!(
+            "{running} pod(s) of StatefulSet {name} still run; ZooKeeper data is deleted once they stopped"
+        )))
+    }
+}
+
 /// Applies the ZooKeeper deletion policy before the finalizer is removed.
 async fn cleanup(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
     if ci.spec.zookeeper_deletion_policy == DeletionPolicy::Delete {
+        stop_pods(ci, ctx).await?;
         let destination = ci.spec.destination.clone().unwrap_or_else(|| ci.name_any());
         let client = canal_instance::zk::connect(&ci.spec.zookeeper)
             .await
@@ -272,6 +302,10 @@ pub async fn reconcile(ci: Arc<CanalInstance>, ctx: Arc<Context>) -> Result<Acti
 
 /// Counts the failure and retries later.
 pub fn error_policy(ci: Arc<CanalInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.metric_label() == "waiting_for_pods" {
+        tracing::info!(name = %ci.name_any(), reason = %error, "deletion in progress");
+        return Action::requeue(Duration::from_secs(2));
+    }
     ctx.metrics.reconcile_failed(error);
     let failures = {
         let mut failures = ctx.failures();

@@ -20,6 +20,9 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("ZooKeeper: {0}")]
     ZooKeeper(String),
+    /// Deletion waits for the pods to stop; retried, not a fault.
+    #[error("waiting: {0}")]
+    WaitingForPods(String),
 }
 
 impl Error {
@@ -34,6 +37,7 @@ impl Error {
                 _ => "finalizer",
             },
             Error::ZooKeeper(_) => "zookeeper",
+            Error::WaitingForPods(_) => "waiting_for_pods",
         }
     }
 }

@@ -5,8 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::process::Command;
 use std::time::Instant;
 
 use canal_operator::values::Values;
@@ -40,43 +39,12 @@ fn out_dir() -> PathBuf {
     dir
 }
 
-/// The chart venv's python; the venv is created (or checked) once per test process.
-fn python() -> &'static Path {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let started = Instant::now();
-        let out = Command::new("bash")
-            .arg(root().join("e2e/python/chart_venv.sh"))
-            .output()
-            .expect("run bash");
-        assert!(
-            out.status.success(),
-            "chart_venv.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!("chart venv ready in {:.1?}", started.elapsed());
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-}
-
-/// Runs render_chart.py; `values` is a values file, or `-` for the chart's defaults.
-fn run_render(values: &str, out: &Path) -> Output {
-    let _ = std::fs::remove_file(out);
-    Command::new(python())
-        .arg(root().join("e2e/python/render_chart.py"))
-        .arg(chart_dir())
-        .arg(values)
-        .arg(out)
-        .output()
-        .expect("run render_chart.py")
-}
-
 /// Renders and returns the output file and its text, failing with the script's stderr.
 fn render(values: Option<&Path>, name: &str) -> (PathBuf, String) {
     let out = out_dir().join(format!("{name}.yaml"));
     let values = values.map_or_else(|| "-".to_string(), |p| p.display().to_string());
     let started = Instant::now();
-    let result = run_render(&values, &out);
+    let result = canal_e2e::render_chart(&values, &out);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "render_chart.py {values} failed:\n{stderr}");
     eprintln!("rendered {name} in {:.1?}:\n{stderr}", started.elapsed());
@@ -406,7 +374,10 @@ fn check_binding_and_service(m: &Manifests, values: &Values) {
 /// `kubernetes-validate --strict` against every version in KUBE_VERSIONS; every document must be checked (a
 /// missing schema is only a WARN there, with exit code 0).
 fn kubernetes_validate(file: &Path) -> Result<String, String> {
-    let bin = python().parent().unwrap().join("kubernetes-validate");
+    let bin = canal_e2e::python_with_chart_tools()
+        .parent()
+        .unwrap()
+        .join("kubernetes-validate");
     let mut cmd = Command::new(bin);
     cmd.arg("--strict");
     for v in KUBE_VERSIONS {
@@ -505,7 +476,7 @@ fn values_schema_is_enforced() {
         let values = out_dir().join(format!("bad-{name}.yaml"));
         std::fs::write(&values, yaml).unwrap();
         let out = out_dir().join(format!("bad-{name}.out.yaml"));
-        let result = run_render(values.to_str().unwrap(), &out);
+        let result = canal_e2e::render_chart(values.to_str().unwrap(), &out);
         let stderr = String::from_utf8_lossy(&result.stderr);
         assert!(!result.status.success(), "{name}: {yaml:?} was accepted");
         assert!(
