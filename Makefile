@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps k8s build demo test e2e lint fmt bench crds
+.PHONY: all deps k8s build demo test e2e e2e-kind lint fmt bench crds
 
 all: build
 
@@ -40,6 +40,11 @@ test: deps k8s lint
 e2e: deps k8s
 	$(CARGO) build --workspace
 	$(CARGO) test -p canal-operator --test kubernetes_e2e -- --nocapture
+
+## e2e-kind: the same scenarios in a kind cluster (needs Docker, kind, helm, kubectl): builds the images, loads them,
+## installs the chart with helm and runs the test as a Job. ARGS=--keep keeps the cluster.
+e2e-kind:
+	bash e2e/kind/run.sh $(ARGS)
 
 ## bench: measurements that do not belong in tests; today the failover times of servers and of consumer replicas
 bench: deps

@@ -65,8 +65,7 @@ struct PodProcess {
     ready: bool,
     terminating_since: Option<Instant>,
     last_probe: Option<Instant>,
-    /// Set by a test: the container keeps crashing, as in CrashLoopBackOff, so it is not restarted.
-    restarts_held: bool,
+
     /// What to run again on a restart.
     launch: Launch,
 }
@@ -127,14 +126,6 @@ impl ProcessKubelet {
             log: p.launch.log.clone(),
             restarts: p.restarts,
         })
-    }
-
-    /// Holds (or releases) restarts of a Pod's container: while held, a container that exits stays down, as one
-    /// that crashes on every start would.
-    pub fn hold_restarts(&self, namespace: &str, name: &str, held: bool) {
-        if let Some(pod) = self.pods.lock().unwrap().get_mut(&key(namespace, name)) {
-            pod.restarts_held = held;
-        }
     }
 
     /// Names (`namespace/name`) of the Pods with a process.
@@ -340,7 +331,6 @@ async fn sync_namespace(
                             ready: false,
                             terminating_since: None,
                             last_probe: None,
-                            restarts_held: false,
                             launch,
                         },
                     );
@@ -442,7 +432,7 @@ async fn supervise(pods: &Pods, k: &str) -> bool {
             return true;
         }
         if process.child.is_none() {
-            if !process.restarts_held && process.exited_at.is_some_and(|t| t.elapsed() >= RESTART_BACKOFF) {
+            if process.exited_at.is_some_and(|t| t.elapsed() >= RESTART_BACKOFF) {
                 match spawn(&process.launch) {
                     Ok(child) => {
                         process.child = Some(child);

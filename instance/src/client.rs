@@ -61,6 +61,9 @@ pub enum GetWait {
     Up(Duration),
 }
 
+/// How long beyond its own wait a request may go unanswered before the server counts as gone.
+pub const REPLY_MARGIN: Duration = Duration::from_secs(10);
+
 /// A connected, authenticated client.
 pub struct CanalClient {
     framed: Framed<TcpStream, LengthDelimitedCodec>,
@@ -90,7 +93,7 @@ impl CanalClient {
             destination: String::new(),
             client_id: String::new(),
         };
-        let handshake = client.read().await?;
+        let handshake = client.read_within(Duration::ZERO).await?;
         if handshake.r#type != PacketType::Handshake as i32 {
             return Err(Error::Protocol(format!(
                 "expected HANDSHAKE, got packet type {}",
@@ -115,11 +118,13 @@ impl CanalClient {
             .map_err(|e| Error::io("cannot send to canal server", e))
     }
 
-    async fn read(&mut self) -> Result<Packet> {
-        let frame = self
-            .framed
-            .next()
+    /// Reads the next packet, allowing [`REPLY_MARGIN`] beyond `wait` (the time the server may hold a GET). A server
+    /// that is paused or cut off never closes the connection; the deadline is what lets a client move on.
+    async fn read_within(&mut self, wait: Duration) -> Result<Packet> {
+        let deadline = wait + REPLY_MARGIN;
+        let frame = tokio::time::timeout(deadline, self.framed.next())
             .await
+            .map_err(|_| Error::Protocol(format!("no reply from the canal server within {deadline:?}")))?
             .ok_or_else(|| Error::Protocol("the server closed the connection".into()))?
             .map_err(|e| Error::io("cannot read from canal server", e))?;
         let packet = Packet::decode(frame.freeze()).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -138,7 +143,7 @@ impl CanalClient {
     }
 
     async fn expect_ack(&mut self) -> Result<()> {
-        let packet = self.read().await?;
+        let packet = self.read_within(Duration::ZERO).await?;
         if packet.r#type != PacketType::Ack as i32 {
             return Err(Error::Protocol(format!(
                 "expected ACK, got packet type {}",
@@ -198,7 +203,11 @@ impl CanalClient {
             auto_ack_present: Some(packet::get::AutoAckPresent::AutoAck(false)),
         };
         self.send(request(PacketType::Get, get)).await?;
-        let packet = self.read().await?;
+        let held = match wait {
+            GetWait::No => Duration::ZERO,
+            GetWait::Up(d) => d,
+        };
+        let packet = self.read_within(held).await?;
         if packet.r#type != PacketType::Messages as i32 {
             return Err(Error::Protocol(format!(
                 "expected MESSAGES, got packet type {}",

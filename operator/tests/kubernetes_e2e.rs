@@ -1,14 +1,20 @@
 //! End to end on a real Kubernetes API server, driven through `kubectl` as a user would.
 //!
-//! Real parts: etcd, kube-apiserver (client certificates, RBAC) and kube-controller-manager (StatefulSet,
-//! garbage collector, ServiceAccount token controllers) built from Go modules (`e2e/k8s/`); the Helm chart rendered
-//! offline and applied with `kubectl apply --server-side`; MariaDB; a 3-node ZooKeeper ensemble. The operator
-//! runs from the chart's own Deployment with its ServiceAccount's token, so the chart's RBAC is what is tested.
-//! The one stand-in is [`ProcessKubelet`], which runs Pods as processes (see its module for what it does and
-//! does not do).
+//! The scenarios run in one of two places, with the same code:
+//! - **local** (`make e2e`, part of `make test`): etcd, kube-apiserver (client certificates, RBAC) and
+//!   kube-controller-manager (StatefulSet, garbage collector, ServiceAccount token controllers) built from Go
+//!   modules (`e2e/k8s/`); the Helm chart rendered offline and applied as `helm install` would; MariaDB and a
+//!   3-node ZooKeeper ensemble from the project's scripts. The operator runs from the chart's own Deployment with
+//!   its ServiceAccount's token, so the chart's RBAC is what is tested. The one stand-in is [`ProcessKubelet`],
+//!   which runs Pods as processes (its module says what it does and does not do).
+//! - **existing cluster** (`CANAL_E2E_CLUSTER=existing`, used by `make e2e-kind` from a Job inside a kind cluster):
+//!   the chart is installed with helm beforehand, MariaDB and ZooKeeper run in the cluster at
+//!   `CANAL_E2E_MYSQL` and `CANAL_E2E_ZOOKEEPER`, and a process is signalled through an ephemeral debug container.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +32,24 @@ const NAMESPACE: &str = "shop";
 const OPERATOR_NAMESPACE: &str = "canal-system";
 const SCHEMA: &str = "shop";
 /// Generous bounds: the machines are shared, and a rolling update restarts both pods one after the other.
-const SETTLE: Duration = Duration::from_secs(120);
+const SETTLE: Duration = Duration::from_secs(180);
+
+/// Where the scenarios run.
+enum Cluster {
+    Local {
+        control_plane: ControlPlane,
+        kubelet: ProcessKubelet,
+        // Kept for their lifetime: dropping them stops the services.
+        _zookeeper: ZooKeeper,
+    },
+    Existing,
+}
+
+/// What the pods and the test reach: the database (root/root and canal/canal) and ZooKeeper.
+struct Services {
+    mysql: String,
+    zookeeper: String,
+}
 
 fn binary(name: &str) -> PathBuf {
     // The workspace's binaries sit next to each other; `make e2e` builds them all first.
@@ -41,6 +64,172 @@ fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+impl Cluster {
+    /// Starts the local control plane, the services and the stand-in, and installs the chart; or, in an existing
+    /// cluster, finds what `e2e/kind/run.sh` installed.
+    async fn start() -> (Cluster, Services) {
+        if std::env::var("CANAL_E2E_CLUSTER").as_deref() == Ok("existing") {
+            let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set"));
+            let services = Services {
+                mysql: var("CANAL_E2E_MYSQL"),
+                zookeeper: var("CANAL_E2E_ZOOKEEPER"),
+            };
+            let cluster = Cluster::Existing;
+            let _ = cluster.kubectl(&["delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true"]);
+            cluster.kubectl_ok(&["create", "namespace", NAMESPACE]);
+            return (cluster, services);
+        }
+        let db = MariaDb::shared();
+        let zookeeper = ZooKeeper::ensemble();
+        let services = Services {
+            mysql: db.address(),
+            zookeeper: zookeeper.servers.clone(),
+        };
+        let control_plane = ControlPlane::start();
+        let work = tempfile::Builder::new()
+            .prefix("canal-k8s-e2e-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        // What `helm install` does: the chart's crds/ first, then the rendered templates, applied server-side.
+        let rendered = work.join("chart.yaml");
+        let render = canal_e2e::render_chart("-", &rendered);
+        assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+        let crds = repo_root().join("charts/canal-operator/crds");
+        control_plane.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+        control_plane.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/canalinstances.canal.rs",
+            "--timeout=60s",
+        ]);
+        control_plane.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
+        control_plane.kubectl_ok(&["apply", "--server-side", "-f", rendered.to_str().unwrap()]);
+        control_plane.kubectl_ok(&["create", "namespace", NAMESPACE]);
+        let kubelet = ProcessKubelet::start(
+            control_plane.client().await,
+            KubeletConfig {
+                node: "process-node".into(),
+                namespaces: vec![OPERATOR_NAMESPACE.into(), NAMESPACE.into()],
+                images: BTreeMap::from([
+                    ("canal-rs/canal-operator".into(), binary("canal-operator")),
+                    ("canal-rs/canal-instance".into(), binary("canal-instance")),
+                ]),
+                work_dir: work.join("pods"),
+                api_server: control_plane.api_url(),
+                ca_file: control_plane.ca_file(),
+            },
+        )
+        .await;
+        let cluster = Cluster::Local {
+            control_plane,
+            kubelet,
+            _zookeeper: zookeeper,
+        };
+        (cluster, services)
+    }
+
+    fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
+        match self {
+            Cluster::Local { control_plane, .. } => control_plane.kubectl_with_input(args, input),
+            Cluster::Existing => {
+                let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+                let mut child = Command::new(kubectl)
+                    .args(args)
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("run kubectl");
+                std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+                child.wait_with_output().expect("kubectl output")
+            }
+        }
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_input(args, "")
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&all)).unwrap()
+    }
+
+    /// Sends a signal to a pod's canal-instance process: directly here, through an ephemeral container that
+    /// shares the container's process namespace in a real cluster (the image starts it under tini, not as PID 1).
+    fn signal(&self, pod: &str, signal: &str) {
+        match self {
+            Cluster::Local { kubelet, .. } => {
+                let pid = kubelet.pod(NAMESPACE, pod).and_then(|p| p.pid).expect("the pod runs");
+                let _ = Command::new("kill")
+                    .args([format!("-{signal}"), pid.to_string()])
+                    .status();
+            }
+            Cluster::Existing => {
+                // Not `kill 1`: the kernel drops SIGKILL and SIGSTOP sent to a namespace's init from inside it.
+                let command = format!("kill -{signal} $(pidof canal-instance)");
+                self.kubectl_ok(&[
+                    "debug",
+                    pod,
+                    "-n",
+                    NAMESPACE,
+                    "--image=busybox:1.36",
+                    "--target=canal-instance",
+                    "--profile=general",
+                    "--",
+                    "sh",
+                    "-c",
+                    &command,
+                ]);
+            }
+        }
+    }
+
+    /// Whether no process of the namespace runs any more (in a real cluster: no pod is left).
+    fn nothing_runs_in(&self, namespace: &str) -> bool {
+        match self {
+            Cluster::Local { kubelet, .. } => kubelet
+                .running()
+                .iter()
+                .all(|p| !p.starts_with(&format!("{namespace}/"))),
+            Cluster::Existing => self
+                .kubectl_ok(&["get", "pods", "-n", namespace, "-o", "name"])
+                .trim()
+                .is_empty(),
+        }
+    }
+
+    fn pod_log(&self, pod: &str) -> String {
+        match self {
+            // The stand-in serves no kubelet API for `kubectl logs`; it keeps each container's output in a file.
+            Cluster::Local { kubelet, .. } => kubelet
+                .pod(NAMESPACE, pod)
+                .and_then(|p| std::fs::read_to_string(p.log).ok())
+                .unwrap_or_default(),
+            Cluster::Existing => String::from_utf8_lossy(&self.kubectl(&["logs", pod, "-n", NAMESPACE]).stdout).into(),
+        }
+    }
+
+    async fn stop(self) {
+        if let Cluster::Local { kubelet, .. } = self {
+            kubelet.stop().await;
+        }
+    }
 }
 
 async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
@@ -59,8 +248,8 @@ async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() ->
 }
 
 /// `kubectl get canalinstances` as a table: column name → value, for the row of `name`.
-fn canal_row(cp: &ControlPlane, name: &str) -> Option<BTreeMap<String, String>> {
-    let output = cp.kubectl(&["get", "canalinstances", "-n", NAMESPACE]);
+fn canal_row(cluster: &Cluster, name: &str) -> Option<BTreeMap<String, String>> {
+    let output = cluster.kubectl(&["get", "canalinstances", "-n", NAMESPACE]);
     let text = String::from_utf8_lossy(&output.stdout);
     let mut lines = text.lines();
     let header = lines.next()?;
@@ -81,22 +270,50 @@ fn canal_row(cp: &ControlPlane, name: &str) -> Option<BTreeMap<String, String>> 
     Some(columns)
 }
 
-fn json(cp: &ControlPlane, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&cp.kubectl_ok(&all)).unwrap()
+fn both_ready(cluster: &Cluster) -> Option<()> {
+    (canal_row(cluster, "orders")?.get("READY").map(String::as_str) == Some("2/2")).then_some(())
 }
 
-/// Consumes `orders`' changes through ZooKeeper discovery, acknowledging as it goes; records `table:id`.
-fn start_consumer(
-    zookeeper: &str,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+fn active_pod(cluster: &Cluster) -> Option<String> {
+    let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
+    ci["status"]["activePod"].as_str().map(str::to_string)
+}
+
+fn restarts(cluster: &Cluster, pod: &str) -> i64 {
+    let pod = cluster.json(&["get", "pod", pod, "-n", NAMESPACE]);
+    pod["status"]["containerStatuses"][0]["restartCount"]
+        .as_i64()
+        .unwrap_or(0)
+}
+
+async fn admin(mysql: &str) -> mysql_async::Conn {
+    let (host, port) = mysql.rsplit_once(':').expect("host:port");
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port.parse().expect("port"))
+        .user(Some("root"))
+        .pass(Some("root"))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts).await.expect("connect to MySQL as root")
+}
+
+async fn insert(mysql: &str, table: &str, ids: std::ops::RangeInclusive<u32>) {
+    let mut conn = admin(mysql).await;
+    for id in ids {
+        conn.query_drop(format!("INSERT INTO {SCHEMA}.{table} VALUES ({id})"))
+            .await
+            .unwrap();
+    }
+}
+
+/// Consumes `orders`' changes through ZooKeeper discovery, acknowledging as it goes; records `table:id` once the
+/// batch's ack was sent.
+fn start_consumer(zookeeper: &str, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut client = ClusterClient::new(zookeeper, "orders", "1001", "");
     let record = seen.clone();
     let task = tokio::spawn(async move {
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        while !stop.load(Ordering::SeqCst) {
             let message = match client
                 .get_without_ack(100, GetWait::Up(Duration::from_millis(200)))
                 .await
@@ -127,22 +344,12 @@ fn start_consumer(
                     rows.push(format!("{table}:{}", id.unwrap_or_default()));
                 }
             }
-            // Rows count as consumed once their batch is acknowledged.
             if client.ack(message.batch_id).await.is_ok() {
                 record.lock().unwrap().extend(rows);
             }
         }
     });
     (seen, task)
-}
-
-async fn insert(db: &MariaDb, table: &str, ids: std::ops::RangeInclusive<u32>) {
-    let mut conn = db.admin().await;
-    for id in ids {
-        conn.query_drop(format!("INSERT INTO {SCHEMA}.{table} VALUES ({id})"))
-            .await
-            .unwrap();
-    }
 }
 
 fn consumed(seen: &Mutex<Vec<String>>, table: &str) -> BTreeSet<u32> {
@@ -161,16 +368,12 @@ async fn all_consumed(seen: &Mutex<Vec<String>>, table: &str, ids: std::ops::Ran
     .await;
 }
 
-fn active_pod(cp: &ControlPlane) -> Option<String> {
-    let ci = json(cp, &["get", "canalinstance", "orders", "-n", NAMESPACE]);
-    ci["status"]["activePod"].as_str().map(str::to_string)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canal_instance_on_a_real_api_server() {
-    let db = MariaDb::shared();
+    let (cluster, services) = Cluster::start().await;
+    let mysql = services.mysql.as_str();
     {
-        let mut conn = db.admin().await;
+        let mut conn = admin(mysql).await;
         conn.query_drop(format!("DROP DATABASE IF EXISTS {SCHEMA}"))
             .await
             .unwrap();
@@ -181,68 +384,28 @@ async fn canal_instance_on_a_real_api_server() {
                 .unwrap();
         }
     }
-    let zookeeper = ZooKeeper::ensemble();
-    let cp = ControlPlane::start();
-    let admin = cp.client().await;
-
-    // The chart, rendered offline and applied server-side; the operator runs under its ServiceAccount.
-    let work = tempfile::Builder::new()
-        .prefix("canal-k8s-e2e-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let rendered = work.join("chart.yaml");
-    let render = canal_e2e::render_chart("-", &rendered);
-    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
-    // What `helm install` does: the chart's crds/ first, then the templates.
-    let crds = repo_root().join("charts/canal-operator/crds");
-    cp.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
-    cp.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/canalinstances.canal.rs",
-        "--timeout=60s",
-    ]);
-    cp.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
-    cp.kubectl_ok(&["apply", "--server-side", "-f", rendered.to_str().unwrap()]);
-    cp.kubectl_ok(&["create", "namespace", NAMESPACE]);
-
-    let kubelet = ProcessKubelet::start(
-        admin.clone(),
-        KubeletConfig {
-            node: "process-node".into(),
-            namespaces: vec![OPERATOR_NAMESPACE.into(), NAMESPACE.into()],
-            images: BTreeMap::from([
-                ("canal-rs/canal-operator".into(), binary("canal-operator")),
-                ("canal-rs/canal-instance".into(), binary("canal-instance")),
-            ]),
-            work_dir: work.join("pods"),
-            api_server: cp.api_url(),
-            ca_file: cp.ca_file(),
-        },
-    )
-    .await;
     eventually("the operator Deployment is available", SETTLE, || {
-        let d = json(&cp, &["get", "deployment", "canal-operator", "-n", OPERATOR_NAMESPACE]);
-        (d["status"]["availableReplicas"].as_i64() == Some(2)).then_some(())
+        let d = cluster.json(&["get", "deployment", "canal-operator", "-n", OPERATOR_NAMESPACE]);
+        let wanted = d["spec"]["replicas"].as_i64()?;
+        (d["status"]["availableReplicas"].as_i64() == Some(wanted)).then_some(())
     })
     .await;
 
-    // kubectl apply -f examples/canalinstance.yaml, pointed at the local MariaDB and ZooKeeper (the example names
-    // in-cluster Services, which nothing resolves here) and with the test user's password.
+    // kubectl apply -f examples/canalinstance.yaml, pointed at the test's MariaDB and ZooKeeper (the example names
+    // Services of another cluster) and with the test user's password.
     let example = std::fs::read_to_string(repo_root().join("examples/canalinstance.yaml"))
         .unwrap()
         .replace("password: change-me", "password: canal")
-        .replace("mysql.default.svc:3306", &db.address())
-        .replace("zookeeper.default.svc:2181", &zookeeper.servers);
-    let applied = cp.kubectl_with_input(&["apply", "-n", NAMESPACE, "-f", "-"], &example);
+        .replace("mysql.default.svc:3306", mysql)
+        .replace("zookeeper.default.svc:2181", &services.zookeeper);
+    let applied = cluster.kubectl_with_input(&["apply", "-n", NAMESPACE, "-f", "-"], &example);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
 
     let row = eventually(
         "kubectl get canalinstances shows an active pod and READY 2/2",
         SETTLE,
         || {
-            let row = canal_row(&cp, "orders")?;
+            let row = canal_row(&cluster, "orders")?;
             (row.get("READY").map(String::as_str) == Some("2/2") && row.get("ACTIVE").is_some_and(|a| !a.is_empty()))
                 .then_some(row)
         },
@@ -252,67 +415,61 @@ async fn canal_instance_on_a_real_api_server() {
     let first_active = row["ACTIVE"].clone();
 
     // Rows reach a client that finds the active pod through ZooKeeper.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (seen, consumer) = start_consumer(&zookeeper.servers, stop.clone());
-    insert(db, "orders", 1..=20).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (seen, consumer) = start_consumer(&services.zookeeper, stop.clone());
+    insert(mysql, "orders", 1..=20).await;
     all_consumed(&seen, "orders", 1..=20, "rows 1-20 consumed").await;
     let position = eventually("kubectl get canalinstances shows the binlog position", SETTLE, || {
-        let position = canal_row(&cp, "orders")?.get("POSITION").cloned()?;
+        let position = canal_row(&cluster, "orders")?.get("POSITION").cloned()?;
         position.contains(':').then_some(position)
     })
     .await;
     eprintln!("position: {position}");
     let consumers = eventually("status.consumers names the client", SETTLE, || {
-        let ci = json(&cp, &["get", "canalinstance", "orders", "-n", NAMESPACE]);
+        let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
         ci["status"]["consumers"].as_array().filter(|c| !c.is_empty()).cloned()
     })
     .await;
     assert_eq!(consumers[0]["clientId"], 1001);
 
-    // Kill the active pod's process. The stand-in restarts it at once, as the kubelet does a first time, and by
-    // canal's rule the previous owner takes its node back once its old session expires: same pod, no row lost.
-    let kill = |pod: &str| {
-        let pid = kubelet.pod(NAMESPACE, pod).and_then(|p| p.pid).expect("the pod runs");
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    };
-    kill(&first_active);
-    insert(db, "orders", 21..=30).await;
+    // Kill the active pod's process. It is restarted at once, as the kubelet does a first time, and by canal's rule
+    // the previous owner takes its node back once its old session expires: the same pod, and no row lost.
+    cluster.signal(&first_active, "KILL");
+    insert(mysql, "orders", 21..=30).await;
     all_consumed(&seen, "orders", 1..=30, "rows 1-30 consumed after a crash and restart").await;
-    assert_eq!(active_pod(&cp).as_deref(), Some(first_active.as_str()));
-    assert!(kubelet.pod(NAMESPACE, &first_active).unwrap().restarts >= 1);
-
-    // Kill it again and keep it down (a crash loop): the standby takes over after the session timeout and the
-    // failover delay, the status names it, and no row is lost.
-    kubelet.hold_restarts(NAMESPACE, &first_active, true);
-    let crashed = Instant::now();
-    kill(&first_active);
-    let second_active = eventually("the status names the other pod after a crash", SETTLE, || {
-        active_pod(&cp).filter(|a| *a != first_active)
+    eventually("the killed container was restarted", SETTLE, || {
+        (restarts(&cluster, &first_active) >= 1).then_some(())
     })
     .await;
-    eprintln!("crash failover shown in status after {:.1?}", crashed.elapsed());
-    insert(db, "orders", 31..=40).await;
-    all_consumed(&seen, "orders", 1..=40, "rows 1-40 consumed after the crash failover").await;
-    let ci = json(&cp, &["get", "canalinstance", "orders", "-n", NAMESPACE]);
+    assert_eq!(active_pod(&cluster).as_deref(), Some(first_active.as_str()));
+
+    // Hang the active pod's process: the other pod takes over once the hung one's session expires (plus the
+    // failover delay), the status names it, and no row is lost. Resumed, the hung one serves as the standby.
+    eventually("both pods ready before the hang", SETTLE, || both_ready(&cluster)).await;
+    let hung = Instant::now();
+    cluster.signal(&first_active, "STOP");
+    let second_active = eventually("the status names the other pod after a hang", SETTLE, || {
+        active_pod(&cluster).filter(|a| *a != first_active)
+    })
+    .await;
+    eprintln!("failover shown in status {:.1?} after the hang", hung.elapsed());
+    insert(mysql, "orders", 31..=40).await;
+    all_consumed(&seen, "orders", 1..=40, "rows 1-40 consumed after the failover").await;
+    let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
     assert!(ci["status"]["failovers"].as_i64().unwrap_or(0) >= 1, "{}", ci["status"]);
-    kubelet.hold_restarts(NAMESPACE, &first_active, false);
+    cluster.signal(&first_active, "CONT");
 
     // kubectl delete pod of the active one: graceful handover.
-    eventually("both pods ready again", SETTLE, || {
-        (canal_row(&cp, "orders")?.get("READY").map(String::as_str) == Some("2/2")).then_some(())
-    })
-    .await;
-    cp.kubectl_ok(&["delete", "pod", &second_active, "-n", NAMESPACE, "--wait=false"]);
+    eventually("both pods ready again", SETTLE, || both_ready(&cluster)).await;
+    cluster.kubectl_ok(&["delete", "pod", &second_active, "-n", NAMESPACE, "--wait=false"]);
     let third_active = eventually(
         "the status names the other pod after kubectl delete pod",
         SETTLE,
-        || active_pod(&cp).filter(|a| *a != second_active),
+        || active_pod(&cluster).filter(|a| *a != second_active),
     )
     .await;
     eprintln!("active: {first_active} -> {second_active} -> {third_active}");
-    insert(db, "orders", 41..=60).await;
+    insert(mysql, "orders", 41..=60).await;
     all_consumed(
         &seen,
         "orders",
@@ -320,15 +477,12 @@ async fn canal_instance_on_a_real_api_server() {
         "rows 1-60 consumed after the graceful handover",
     )
     .await;
-    let log = std::fs::read_to_string(kubelet.pod(NAMESPACE, &third_active).unwrap().log).unwrap_or_default();
+    let log = cluster.pod_log(&third_active);
     assert!(log.contains("became the active instance"), "{log}");
 
     // Edit the filter: the change rolls out and the status shows the new generation observed.
-    eventually("both pods ready before the edit", SETTLE, || {
-        (canal_row(&cp, "orders")?.get("READY").map(String::as_str) == Some("2/2")).then_some(())
-    })
-    .await;
-    cp.kubectl_ok(&[
+    eventually("both pods ready before the edit", SETTLE, || both_ready(&cluster)).await;
+    cluster.kubectl_ok(&[
         "patch",
         "canalinstance",
         "orders",
@@ -343,8 +497,8 @@ async fn canal_instance_on_a_real_api_server() {
         "the rollout finishes and the new generation is observed",
         SETTLE,
         || {
-            let ci = json(&cp, &["get", "canalinstance", "orders", "-n", NAMESPACE]);
-            let sts = json(&cp, &["get", "statefulset", "orders", "-n", NAMESPACE]);
+            let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
+            let sts = cluster.json(&["get", "statefulset", "orders", "-n", NAMESPACE]);
             let generation = ci["metadata"]["generation"].as_i64()?;
             let observed = ci["status"]["observedGeneration"].as_i64()?;
             let status = &sts["status"];
@@ -356,8 +510,8 @@ async fn canal_instance_on_a_real_api_server() {
         },
     )
     .await;
-    insert(db, "customers", 1..=5).await;
-    insert(db, "orders", 61..=70).await;
+    insert(mysql, "customers", 1..=5).await;
+    insert(mysql, "orders", 61..=70).await;
     all_consumed(&seen, "orders", 1..=70, "rows 1-70 consumed after the rollout").await;
     assert!(
         consumed(&seen, "customers").is_empty(),
@@ -368,15 +522,15 @@ async fn canal_instance_on_a_real_api_server() {
     let invalid = example
         .replace("replicas: 2", "replicas: 9")
         .replace("name: orders\nspec", "name: too-many\nspec");
-    let refused = cp.kubectl_with_input(&["apply", "-n", NAMESPACE, "-f", "-"], &invalid);
+    let refused = cluster.kubectl_with_input(&["apply", "-n", NAMESPACE, "-f", "-"], &invalid);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("replicas must be between 1 and 5"), "{stderr}");
 
     // Under the Delete policy, kubectl delete canalinstance removes the children and the ZooKeeper nodes.
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
     consumer.await.unwrap();
-    cp.kubectl_ok(&[
+    cluster.kubectl_ok(&[
         "patch",
         "canalinstance",
         "orders",
@@ -387,9 +541,9 @@ async fn canal_instance_on_a_real_api_server() {
         "-p",
         r#"{"spec":{"zookeeperDeletionPolicy":"Delete"}}"#,
     ]);
-    cp.kubectl_ok(&["delete", "canalinstance", "orders", "-n", NAMESPACE, "--timeout=120s"]);
+    cluster.kubectl_ok(&["delete", "canalinstance", "orders", "-n", NAMESPACE, "--timeout=180s"]);
     eventually("the children are garbage-collected", SETTLE, || {
-        let left = cp.kubectl_ok(&[
+        let left = cluster.kubectl_ok(&[
             "get",
             "statefulsets,configmaps,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets,pods",
             "-n",
@@ -403,15 +557,11 @@ async fn canal_instance_on_a_real_api_server() {
     })
     .await;
     eventually("the pods' processes are stopped", SETTLE, || {
-        kubelet
-            .running()
-            .iter()
-            .all(|p| !p.starts_with(&format!("{NAMESPACE}/")))
-            .then_some(())
+        cluster.nothing_runs_in(NAMESPACE).then_some(())
     })
     .await;
     let zk_config: canal_api::ZooKeeperConfig =
-        serde_json::from_value(serde_json::json!({"servers": zookeeper.servers})).unwrap();
+        serde_json::from_value(serde_json::json!({"servers": services.zookeeper})).unwrap();
     let zk = canal_instance::zk::connect(&zk_config).await.unwrap();
     assert_eq!(
         zk.check_stat("/otter/canal/destinations/orders").await.unwrap(),
@@ -419,5 +569,5 @@ async fn canal_instance_on_a_real_api_server() {
         "the destination's ZooKeeper nodes are deleted"
     );
 
-    kubelet.stop().await;
+    cluster.stop().await;
 }
