@@ -498,22 +498,13 @@ start_failed_cleanup() {
 # ---------------------------------------------------------------- stop, status
 
 cmd_stop() {
-    local rm=0 dir=""
-    while [ $# -gt 0 ]; do
-        case "$1" in
-            --rm) rm=1 ;;
-            -*) usage ;;
-            *) [ -z "$dir" ] || usage; dir=$1 ;;
-        esac
-        shift
-    done
-    [ -n "$dir" ] || usage
-    [ -d "$dir" ] || return 0
-    dir=$(cd "$dir" && pwd -P)
+    stop_args "$@"
+    local dir=$STOP_DIR
+    [ -n "$dir" ] || return 0
     # the watchdog first, so that it does not race with us
     kill_watchdog "$dir"
     stop_all "$dir"
-    if [ "$rm" = 1 ]; then
+    if [ "$STOP_RM" = 1 ]; then
         rm -rf "$dir"
     elif [ -f "$dir/ports" ]; then
         write_env "$dir"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Helpers shared by mariadb.sh and zookeeper.sh.  Sourced, never executed.
+# Helpers shared by mariadb.sh, zookeeper.sh and ../k8s/control-plane.sh.  Sourced, never executed.
 #
 # The sourcing script sets, before sourcing:
 #   SELF          absolute path of the sourcing script (the watchdog re-runs it)
@@ -11,7 +11,7 @@
 #   . "$(dirname "$SELF")/lib.sh"
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
-    echo "$0: this file is sourced by mariadb.sh and zookeeper.sh, not run" >&2
+    echo "$0: this file is sourced by the service scripts, not run" >&2
     exit 2
 fi
 : "${SELF:?set SELF before sourcing lib.sh}" "${SERVICE_NAME:?set SERVICE_NAME before sourcing lib.sh}"
@@ -194,4 +194,25 @@ watchdog_wait() {
         sleeper=""
     done
     trap '' TERM INT
+}
+
+# ---------------------------------------------------------------- stop
+
+# stop_args ARGS...: parses the `[--rm] DIR` of a stop command into STOP_RM (0 or 1) and STOP_DIR (DIR made
+# absolute, or empty when it does not exist, in which case there is nothing to stop). Anything else calls usage.
+stop_args() {
+    local dir=""
+    STOP_RM=0 STOP_DIR=""
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --rm) STOP_RM=1 ;;
+            -*) usage ;;
+            *) [ -z "$dir" ] || usage; dir=$1 ;;
+        esac
+        shift
+    done
+    [ -n "$dir" ] || usage
+    if [ -d "$dir" ]; then
+        STOP_DIR=$(cd "$dir" && pwd -P)
+    fi
 }

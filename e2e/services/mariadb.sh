@@ -78,22 +78,9 @@ sock_dir_of() {
 # ---------------------------------------------------------------- stop
 
 cmd_stop() {
-    local rm=0 dir=""
-    while [ $# -gt 0 ]; do
-        case "$1" in
-            --rm) rm=1 ;;
-            -h|--help) usage ;;
-            -*) usage ;;
-            *) [ -z "$dir" ] || usage; dir=$1 ;;
-        esac
-        shift
-    done
-    [ -n "$dir" ] || usage
-    if [ ! -d "$dir" ]; then
-        return 0
-    fi
-    dir=$(cd "$dir" && pwd -P)
-    stop_dir "$dir" "$rm"
+    stop_args "$@"
+    [ -n "$STOP_DIR" ] || return 0
+    stop_dir "$STOP_DIR" "$STOP_RM"
 }
 
 stop_dir() {

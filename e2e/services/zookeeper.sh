@@ -282,21 +282,12 @@ stop_all() {
 }
 
 cmd_stop() {
-    local rm=0 dir=""
-    while [ $# -gt 0 ]; do
-        case "$1" in
-            --rm) rm=1 ;;
-            -*) usage ;;
-            *) [ -z "$dir" ] || usage; dir=$1 ;;
-        esac
-        shift
-    done
-    [ -n "$dir" ] || usage
-    [ -d "$dir" ] || return 0
-    dir=$(cd "$dir" && pwd -P)
+    stop_args "$@"
+    local dir=$STOP_DIR
+    [ -n "$dir" ] || return 0
     stop_all "$dir"
     kill_watchdog "$dir"
-    if [ "$rm" = 1 ]; then
+    if [ "$STOP_RM" = 1 ]; then
         rm -rf "$dir"
     elif [ -f "$dir/mode" ]; then
         write_env "$dir"

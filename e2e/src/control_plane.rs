@@ -76,37 +76,48 @@ impl ControlPlane {
 
     /// Runs the built kubectl as admin with `input` on stdin (for `-f -`).
     pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(self.var("KUBECTL"))
-            .args(args)
+        let mut command = Command::new(self.var("KUBECTL"));
+        command
             .env("KUBECONFIG", self.kubeconfig())
-            .env("KUBECACHEDIR", self.dir.join("kube-cache"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run kubectl");
-        let mut stdin = child.stdin.take().expect("kubectl stdin");
-        stdin.write_all(input.as_bytes()).expect("write kubectl stdin");
-        drop(stdin);
-        child.wait_with_output().expect("kubectl output")
+            .env("KUBECACHEDIR", self.dir.join("kube-cache"));
+        run_kubectl(command, args, input)
     }
 
     /// Runs kubectl and returns its stdout, failing the test with its stderr if it fails.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
-        let output = self.kubectl(args);
-        assert!(
-            output.status.success(),
-            "kubectl {} failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        kubectl_stdout(args, self.kubectl(args))
     }
 
     /// The log of a component: `etcd`, `apiserver` or `controller-manager`.
     pub fn log(&self, component: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{component}.log"))).unwrap_or_default()
     }
+}
+
+/// Runs a kubectl `command` (binary and environment set) with `args` and `input` on stdin.
+pub fn run_kubectl(mut command: Command, args: &[&str], input: &str) -> Output {
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    let mut stdin = child.stdin.take().expect("kubectl stdin");
+    stdin.write_all(input.as_bytes()).expect("write kubectl stdin");
+    drop(stdin);
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// The stdout of a kubectl run, failing the test with its stderr if it failed.
+pub fn kubectl_stdout(args: &[&str], output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "kubectl {} failed:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl Drop for ControlPlane {

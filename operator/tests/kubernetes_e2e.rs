@@ -13,12 +13,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use canal_e2e::control_plane::ControlPlane;
+use canal_e2e::control_plane::{ControlPlane, kubectl_stdout, run_kubectl};
 use canal_e2e::kubelet::{KubeletConfig, ProcessKubelet};
 use canal_e2e::{MariaDb, ZooKeeper, repo_root};
 use canal_instance::client::{ClusterClient, GetWait};
@@ -136,15 +136,7 @@ impl Cluster {
             Cluster::Local { control_plane, .. } => control_plane.kubectl_with_input(args, input),
             Cluster::Existing => {
                 let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
-                let mut child = Command::new(kubectl)
-                    .args(args)
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("run kubectl");
-                std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
-                child.wait_with_output().expect("kubectl output")
+                run_kubectl(Command::new(kubectl), args, input)
             }
         }
     }
@@ -154,14 +146,7 @@ impl Cluster {
     }
 
     fn kubectl_ok(&self, args: &[&str]) -> String {
-        let output = self.kubectl(args);
-        assert!(
-            output.status.success(),
-            "kubectl {} failed:\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        kubectl_stdout(args, self.kubectl(args))
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -277,6 +262,22 @@ fn both_ready(cluster: &Cluster) -> Option<()> {
 fn active_pod(cluster: &Cluster) -> Option<String> {
     let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
     ci["status"]["activePod"].as_str().map(str::to_string)
+}
+
+/// `kubectl patch canalinstance orders --type merge` of its spec.
+fn patch_spec(cluster: &Cluster, spec: &str) {
+    let patch = format!(r#"{{"spec":{spec}}}"#);
+    cluster.kubectl_ok(&[
+        "patch",
+        "canalinstance",
+        "orders",
+        "-n",
+        NAMESPACE,
+        "--type",
+        "merge",
+        "-p",
+        &patch,
+    ]);
 }
 
 fn restarts(cluster: &Cluster, pod: &str) -> i64 {
@@ -482,17 +483,7 @@ async fn canal_instance_on_a_real_api_server() {
 
     // Edit the filter: the change rolls out and the status shows the new generation observed.
     eventually("both pods ready before the edit", SETTLE, || both_ready(&cluster)).await;
-    cluster.kubectl_ok(&[
-        "patch",
-        "canalinstance",
-        "orders",
-        "-n",
-        NAMESPACE,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"filter":{"include":"shop\\.orders"}}}"#,
-    ]);
+    patch_spec(&cluster, r#"{"filter":{"include":"shop\\.orders"}}"#);
     eventually(
         "the rollout finishes and the new generation is observed",
         SETTLE,
@@ -530,17 +521,7 @@ async fn canal_instance_on_a_real_api_server() {
     // Under the Delete policy, kubectl delete canalinstance removes the children and the ZooKeeper nodes.
     stop.store(true, Ordering::SeqCst);
     consumer.await.unwrap();
-    cluster.kubectl_ok(&[
-        "patch",
-        "canalinstance",
-        "orders",
-        "-n",
-        NAMESPACE,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"zookeeperDeletionPolicy":"Delete"}}"#,
-    ]);
+    patch_spec(&cluster, r#"{"zookeeperDeletionPolicy":"Delete"}"#);
     cluster.kubectl_ok(&["delete", "canalinstance", "orders", "-n", NAMESPACE, "--timeout=180s"]);
     eventually("the children are garbage-collected", SETTLE, || {
         let left = cluster.kubectl_ok(&[
