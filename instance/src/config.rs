@@ -6,7 +6,7 @@ use canal_api::{InstanceConfig, SecretSource};
 use sha1::{Digest, Sha1};
 
 use crate::error::{Error, Result};
-use crate::filter::TableFilter;
+use crate::filter::{FieldFilter, TableFilter};
 
 /// A validated configuration with its secrets resolved.
 #[derive(Clone, Debug)]
@@ -16,6 +16,8 @@ pub struct Settings {
     /// `SHA1(SHA1(password))` of the clients' password, as canal stores `canal.passwd`; `None` disables the check.
     pub server_password_hash: Option<[u8; 20]>,
     pub time_zone: jiff::tz::TimeZone,
+    /// `filter.includeFields` and `filter.excludeFields`, parsed.
+    pub fields: FieldFilter,
 }
 
 impl Settings {
@@ -53,11 +55,13 @@ impl Settings {
                 config.time_zone
             ),
         })?;
+        let fields = FieldFilter::new(&config.filter.include_fields, &config.filter.exclude_fields)?;
         Ok(Self {
             config,
             source_password,
             server_password_hash,
             time_zone,
+            fields,
         })
     }
 

@@ -1,11 +1,17 @@
 //! Classifies QUERY event statements the way canal reports them: DDL kind plus the schema and table they touch.
 //!
-//! canal parses statements with Druid; canal-rs recognises the statement shapes that canal maps to a specific event
-//! type and reports everything else as QUERY, which is what canal does for statements it does not understand.
+//! canal parses statements with Druid. canal-rs parses them with sqlparser's MySQL dialect and maps the result to
+//! canal's event types, including canal's reading of `ALTER TABLE`: a rename is RENAME, adding an index or a
+//! unique or primary key is CINDEX, dropping one is DINDEX. A statement the parser cannot read (MariaDB-only
+//! syntax, say) falls back to recognising its leading shape, so classification never fails the stream; what
+//! neither recognises is QUERY, as in canal for statements it does not understand.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
+use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, RenameTableNameKind, TableConstraint};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
 
 use crate::proto::EventType;
 
@@ -16,6 +22,8 @@ pub struct Statement {
     /// Schema named in the statement, or empty when it relies on the session's current database.
     pub schema: String,
     pub table: String,
+    /// For RENAME: the new `(schema, table)`; the filter keeps a rename when either name matches.
+    pub renamed_to: Option<(String, String)>,
 }
 
 impl Statement {
@@ -72,8 +80,92 @@ static PATTERNS: LazyLock<Vec<(EventType, Regex)>> = LazyLock::new(|| {
 static LEADING_COMMENTS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:\s+|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*").expect("static comment pattern"));
 
-/// Classifies one statement. Unknown statements are `QUERY` with no table.
+/// Classifies one statement (the first, when there are several). Unknown statements are `QUERY` with no table.
 pub fn classify(sql: &str) -> Statement {
+    parsed(sql).unwrap_or_else(|| by_shape(sql))
+}
+
+fn statement(event_type: EventType, name: Option<&ObjectName>) -> Statement {
+    let (schema, table) = name.map(schema_and_table).unwrap_or_default();
+    Statement {
+        event_type,
+        schema,
+        table,
+        renamed_to: None,
+    }
+}
+
+/// `(schema, table)` of a possibly qualified name; the schema is empty when the name has one part.
+fn schema_and_table(name: &ObjectName) -> (String, String) {
+    let mut parts = name.0.iter().rev().map(|part| match part.as_ident() {
+        Some(ident) => ident.value.clone(),
+        None => part.to_string(),
+    });
+    let table = parts.next().unwrap_or_default();
+    let schema = parts.next().unwrap_or_default();
+    (schema, table)
+}
+
+/// canal's kind for an `ALTER TABLE`, decided by its first operation as canal's parser does.
+fn alter_kind(operation: Option<&AlterTableOperation>) -> (EventType, Option<&ObjectName>) {
+    match operation {
+        Some(AlterTableOperation::RenameTable { table_name }) => match table_name {
+            RenameTableNameKind::As(name) | RenameTableNameKind::To(name) => (EventType::Rename, Some(name)),
+        },
+        Some(AlterTableOperation::AddConstraint {
+            constraint:
+                TableConstraint::Unique(_)
+                | TableConstraint::PrimaryKey(_)
+                | TableConstraint::Index(_)
+                | TableConstraint::FulltextOrSpatial(_),
+            ..
+        }) => (EventType::Cindex, None),
+        Some(AlterTableOperation::DropIndex { .. } | AlterTableOperation::DropPrimaryKey { .. }) => {
+            (EventType::Dindex, None)
+        }
+        _ => (EventType::Alter, None),
+    }
+}
+
+/// The parser's reading; `None` when it cannot parse the statement or it is statement DML, whose target the shape
+/// rules find more simply.
+fn parsed(sql: &str) -> Option<Statement> {
+    use sqlparser::ast::Statement as Sql;
+    let first = Parser::parse_sql(&MySqlDialect {}, sql).ok()?.into_iter().next()?;
+    let found = match &first {
+        Sql::CreateTable(create) => statement(EventType::Create, Some(&create.name)),
+        Sql::AlterTable(alter) => {
+            let (event_type, new_name) = alter_kind(alter.operations.first());
+            let mut found = statement(event_type, Some(&alter.name));
+            found.renamed_to = new_name.map(schema_and_table);
+            found
+        }
+        Sql::Drop {
+            object_type: ObjectType::Table,
+            names,
+            ..
+        } => statement(EventType::Erase, names.first()),
+        Sql::Drop {
+            object_type: ObjectType::Index,
+            table,
+            ..
+        } => statement(EventType::Dindex, table.as_ref()),
+        Sql::Truncate(truncate) => statement(EventType::Truncate, truncate.table_names.first().map(|t| &t.name)),
+        Sql::RenameTable(renames) => {
+            let rename = renames.first()?;
+            let mut found = statement(EventType::Rename, Some(&rename.old_name));
+            found.renamed_to = Some(schema_and_table(&rename.new_name));
+            found
+        }
+        Sql::CreateIndex(index) => statement(EventType::Cindex, Some(&index.table_name)),
+        Sql::Insert(_) | Sql::Update(_) | Sql::Delete(_) => return None,
+        _ => statement(EventType::Query, None),
+    };
+    Some(found)
+}
+
+/// Recognises a statement by its leading keywords and first name.
+fn by_shape(sql: &str) -> Statement {
     let body = &sql[LEADING_COMMENTS.find(sql).map_or(0, |m| m.end())..];
     for (event_type, pattern) in PATTERNS.iter() {
         if let Some(caps) = pattern.captures(body) {
@@ -82,14 +174,11 @@ pub fn classify(sql: &str) -> Statement {
                 event_type: *event_type,
                 schema,
                 table,
+                renamed_to: None,
             };
         }
     }
-    Statement {
-        event_type: EventType::Query,
-        schema: String::new(),
-        table: String::new(),
-    }
+    statement(EventType::Query, None)
 }
 
 fn unquote(part: &str) -> String {
@@ -151,5 +240,53 @@ mod tests {
         check("CREATE DATABASE shop", EventType::Query, "", "");
         check("GRANT ALL ON *.* TO x", EventType::Query, "", "");
         check("CREATE TABLE `we.ird` (id int)", EventType::Create, "", "we.ird");
+        check("DROP TABLE a, b.c", EventType::Erase, "", "a");
+        check("create table t2 like t1", EventType::Create, "", "t2");
+        check("update shop.t set a = 1 where id = 2", EventType::Update, "shop", "t");
+        check("delete from `shop`.`t` where id = 2", EventType::Delete, "shop", "t");
+    }
+
+    #[test]
+    fn alter_table_kinds_follow_canal() {
+        check("ALTER TABLE shop.t ADD INDEX idx (a)", EventType::Cindex, "shop", "t");
+        check("ALTER TABLE t ADD UNIQUE KEY uk (a)", EventType::Cindex, "", "t");
+        check("ALTER TABLE t ADD PRIMARY KEY (a)", EventType::Cindex, "", "t");
+        check("ALTER TABLE t DROP INDEX idx", EventType::Dindex, "", "t");
+        check(
+            "ALTER TABLE t MODIFY COLUMN a bigint unsigned",
+            EventType::Alter,
+            "",
+            "t",
+        );
+        check("ALTER TABLE t RENAME COLUMN a TO b", EventType::Alter, "", "t");
+        let rename = classify("ALTER TABLE shop.t RENAME TO archive.t_old");
+        assert_eq!(rename.event_type, EventType::Rename);
+        assert_eq!(rename.renamed_to, Some(("archive".into(), "t_old".into())));
+    }
+
+    #[test]
+    fn rename_table_names_both_sides() {
+        let rename = classify("RENAME TABLE shop.a TO shop.b, c TO d");
+        assert_eq!((rename.schema.as_str(), rename.table.as_str()), ("shop", "a"));
+        assert_eq!(rename.renamed_to, Some(("shop".into(), "b".into())));
+    }
+
+    #[test]
+    fn unparseable_statements_fall_back_to_their_shape() {
+        // MariaDB-only syntax the parser does not know still gets its kind and table.
+        check(
+            "CREATE OR REPLACE TABLE shop.t (id int) WITH SYSTEM VERSIONING",
+            EventType::Create,
+            "shop",
+            "t",
+        );
+        check(
+            "ALTER ONLINE TABLE shop.t ADD COLUMN x int",
+            EventType::Alter,
+            "shop",
+            "t",
+        );
+        check("this is not sql at all", EventType::Query, "", "");
+        check("", EventType::Query, "", "");
     }
 }

@@ -1,9 +1,13 @@
-//! canal's table filter: include and exclude regex lists matched against lowercase `schema.table`.
+//! canal's filters: the table filter (include and exclude regex lists matched against lowercase `schema.table`)
+//! and the field filter (which columns of a table are delivered).
 //!
-//! Semantics follow canal's AviaterRegexFilter: the list is split on commas that are outside `{}`, `[]` and `()`
-//! (a backslash escapes the next character), each piece must match the whole name, matching ignores case, and an
-//! empty list includes everything and excludes nothing. The Rust regex engine has no look-around or
-//! back-references; such patterns are rejected with an error instead of being misread.
+//! Table filter semantics follow canal's AviaterRegexFilter: the list is split on commas that are outside `{}`,
+//! `[]` and `()` (a backslash escapes the next character), each piece must match the whole name, matching ignores
+//! case, and an empty list includes everything and excludes nothing. canal compiles patterns with Perl 5 syntax;
+//! the Rust regex engine has no look-around, back-references, atomic groups or possessive quantifiers, and such
+//! patterns are rejected with an error that says so instead of being misread.
+
+use std::collections::{HashMap, HashSet};
 
 use regex::RegexSet;
 
@@ -43,11 +47,14 @@ fn compile(field: &str, list: &str) -> Result<Option<RegexSet>> {
         return Ok(None);
     }
     for piece in &pieces {
-        if piece.contains("(?=") || piece.contains("(?!") || piece.contains("(?<=") || piece.contains("(?<!") {
+        if let Some(construct) = perl_only(piece) {
             return Err(Error::FilterRegex {
                 field: field.into(),
                 pattern: piece.clone(),
-                message: "look-around is not supported; list the tables to include or exclude instead".into(),
+                message: format!(
+                    "{construct} is Perl regex syntax that canal accepts but canal-rs does not; list the tables to \
+                     include or exclude instead"
+                ),
             });
         }
     }
@@ -58,6 +65,112 @@ fn compile(field: &str, list: &str) -> Result<Option<RegexSet>> {
             pattern: list.into(),
             message: e.to_string(),
         })
+}
+
+/// The first Perl-only construct in `pattern`, named for the error message.
+fn perl_only(pattern: &str) -> Option<&'static str> {
+    const CONSTRUCTS: [(&str, &str); 7] = [
+        ("(?=", "look-ahead `(?=`"),
+        ("(?!", "negative look-ahead `(?!`"),
+        ("(?<=", "look-behind `(?<=`"),
+        ("(?<!", "negative look-behind `(?<!`"),
+        ("(?>", "an atomic group `(?>`"),
+        ("(?(", "a conditional `(?(`"),
+        ("\\k<", "a named back-reference `\\k<`"),
+    ];
+    if let Some((_, name)) = CONSTRUCTS.iter().find(|(token, _)| pattern.contains(token)) {
+        return Some(name);
+    }
+    let bytes = pattern.as_bytes();
+    let mut escaped = false;
+    for (i, b) in bytes.iter().enumerate() {
+        if escaped {
+            if (b'1'..=b'9').contains(b) {
+                return Some("a back-reference such as `\\1`");
+            }
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' => escaped = true,
+            b'*' | b'+' | b'?' | b'}' if bytes.get(i + 1) == Some(&b'+') && i > 0 => {
+                return Some("a possessive quantifier such as `*+`");
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Which columns of which tables are delivered: canal's `filter.field` and `filter.black.field`.
+#[derive(Clone, Debug, Default)]
+pub struct FieldFilter {
+    /// Upper-cased `SCHEMA.TABLE` → upper-cased column names to keep.
+    include: HashMap<String, HashSet<String>>,
+    /// Upper-cased `SCHEMA.TABLE` → upper-cased column names to drop.
+    exclude: HashMap<String, HashSet<String>>,
+}
+
+impl FieldFilter {
+    pub fn new(include: &str, exclude: &str) -> Result<Self> {
+        Ok(Self {
+            include: parse_fields("filter.includeFields", include)?,
+            exclude: parse_fields("filter.excludeFields", exclude)?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_empty()
+    }
+
+    /// For each of `columns` (names, in order), whether it is delivered; `None` when all are.
+    pub fn mask(&self, schema: &str, table: &str, columns: &[&str]) -> Option<Vec<bool>> {
+        let key = format!("{schema}.{table}").to_uppercase();
+        let include = self.include.get(&key);
+        let exclude = self.exclude.get(&key);
+        if include.is_none() && exclude.is_none() {
+            return None;
+        }
+        Some(
+            columns
+                .iter()
+                .map(|name| {
+                    let name = name.to_uppercase();
+                    include.is_none_or(|keep| keep.contains(&name)) && !exclude.is_some_and(|drop| drop.contains(&name))
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Parses `schema.table:col1/col2,schema.t2:c`.
+fn parse_fields(field: &str, list: &str) -> Result<HashMap<String, HashSet<String>>> {
+    let mut tables = HashMap::new();
+    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let invalid = |message: &str| Error::ConfigInvalid {
+            field: field.into(),
+            message: format!("`{item}`: {message}; the format is schema.table:col1/col2,schema.table2:col"),
+        };
+        let (table, columns) = item
+            .split_once(':')
+            .ok_or_else(|| invalid("no `:` before the columns"))?;
+        if !table.contains('.') {
+            return Err(invalid("the table must be written schema.table"));
+        }
+        let columns: HashSet<String> = columns
+            .split('/')
+            .map(|c| c.trim().to_uppercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if columns.is_empty() {
+            return Err(invalid("no columns listed"));
+        }
+        tables
+            .entry(table.trim().to_uppercase())
+            .or_insert_with(HashSet::new)
+            .extend(columns);
+    }
+    Ok(tables)
 }
 
 fn split(list: &str) -> Vec<String> {
@@ -127,8 +240,49 @@ mod tests {
             TableFilter::new("(?!x).*", "")
                 .unwrap_err()
                 .to_string()
-                .contains("look-around")
+                .contains("look-ahead")
         );
         assert!(TableFilter::new("a(", "").is_err());
+        for (pattern, named) in [
+            ("shop\\.(?>a|b)", "atomic group"),
+            ("shop\\.(a)\\1", "back-reference"),
+            ("shop\\.a*+", "possessive"),
+            ("shop\\.(?<=x)a", "look-behind"),
+        ] {
+            let message = TableFilter::new(pattern, "").unwrap_err().to_string();
+            assert!(
+                message.contains(named) && message.contains("Perl"),
+                "{pattern}: {message}"
+            );
+        }
+        assert!(
+            TableFilter::new("shop\\.a+,b\\.c{1,2}", "").is_ok(),
+            "ordinary quantifiers pass"
+        );
+    }
+
+    #[test]
+    fn field_filter_keeps_listed_columns_and_drops_excluded_ones() {
+        let f = FieldFilter::new("shop.orders:id/Total, shop.users:id", "SHOP.USERS:password").unwrap();
+        assert_eq!(
+            f.mask("shop", "orders", &["id", "total", "note"]),
+            Some(vec![true, true, false])
+        );
+        assert_eq!(
+            f.mask("Shop", "Users", &["id", "password", "name"]),
+            Some(vec![true, false, false])
+        );
+        assert_eq!(
+            f.mask("shop", "other", &["id"]),
+            None,
+            "unlisted tables keep every column"
+        );
+        for bad in ["shop.orders", "orders:id", "shop.orders:"] {
+            let message = FieldFilter::new(bad, "").unwrap_err().to_string();
+            assert!(
+                message.contains("filter.includeFields") && message.contains("format"),
+                "{message}"
+            );
+        }
     }
 }

@@ -353,7 +353,10 @@ fn convert_options(settings: &Settings) -> ConvertOptions {
     ConvertOptions {
         ddl: config.filter.ddl,
         dcl: config.filter.dcl,
+        dml: config.filter.dml,
+        rows: config.filter.rows,
         transaction_entries: config.filter.transaction_entries,
+        fields: settings.fields.clone(),
         time_zone: settings.time_zone.clone(),
     }
 }

@@ -36,12 +36,7 @@ fn fixture(name: &str) -> Option<PathBuf> {
 fn convert_file(name: &str) -> Option<(Vec<Entry>, Option<String>)> {
     let path = fixture(name)?;
     let file = std::fs::File::open(&path).unwrap();
-    let options = ConvertOptions {
-        ddl: true,
-        dcl: true,
-        transaction_entries: true,
-        time_zone: jiff::tz::TimeZone::UTC,
-    };
+    let options = ConvertOptions::default();
     let filter = Arc::new(RwLock::new(TableFilter::new("", "").unwrap()));
     let mut converter = Converter::new(options, filter, &ResumePoint::at(name, 4));
     let mut entries = Vec::new();

@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::ddl;
 use crate::error::{Error, Result};
-use crate::filter::TableFilter;
+use crate::filter::{FieldFilter, TableFilter};
 use crate::position::{BinlogPosition, ResumePoint};
 use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, RowData, TransactionBegin, TransactionEnd};
 use crate::proto::{EntryType, EventType, pair};
@@ -63,13 +63,33 @@ pub struct Converted {
 pub struct ConvertOptions {
     pub ddl: bool,
     pub dcl: bool,
+    pub dml: bool,
+    pub rows: bool,
     pub transaction_entries: bool,
+    pub fields: FieldFilter,
     pub time_zone: jiff::tz::TimeZone,
+}
+
+impl Default for ConvertOptions {
+    /// Everything delivered, timestamps in UTC: canal's defaults.
+    fn default() -> Self {
+        Self {
+            ddl: true,
+            dcl: true,
+            dml: true,
+            rows: true,
+            transaction_entries: true,
+            fields: FieldFilter::default(),
+            time_zone: jiff::tz::TimeZone::UTC,
+        }
+    }
 }
 
 struct Table {
     map: TableMapEvent<'static>,
     info: Arc<TableInfo>,
+    /// Which columns the field filter delivers; `None` for all.
+    delivered: Option<Vec<bool>>,
 }
 
 /// The conversion state for one binlog stream.
@@ -149,11 +169,14 @@ impl Converter {
             }
             Some(EventData::TableMapEvent(tme)) => {
                 let info = TableInfo::from_table_map(&tme).map_err(|e| self.decode_error(offset, e.to_string()))?;
+                let names: Vec<&str> = info.columns.iter().map(|c| c.name.as_str()).collect();
+                let delivered = self.options.fields.mask(&info.schema, &info.table, &names);
                 self.tables.insert(
                     tme.table_id(),
                     Table {
                         map: tme.into_owned(),
                         info: Arc::new(info),
+                        delivered,
                     },
                 );
                 Vec::new()
@@ -340,21 +363,19 @@ impl Converter {
         } else {
             statement.schema.as_str()
         };
+        let named = || {
+            let accepts = |s: &str, t: &str| self.filter.read().map(|f| f.accepts(s, t)).unwrap_or(true);
+            // A rename is kept when either name passes, as in canal.
+            accepts(schema, &statement.table)
+                || statement.renamed_to.as_ref().is_some_and(|(s, t)| {
+                    let s = if s.is_empty() { session_schema } else { s.as_str() };
+                    accepts(s, t)
+                })
+        };
         let wanted = match statement.event_type {
             EventType::Query => self.options.dcl,
-            _ if statement.is_ddl() => {
-                self.options.ddl
-                    && self
-                        .filter
-                        .read()
-                        .map(|f| f.accepts(schema, &statement.table))
-                        .unwrap_or(true)
-            }
-            _ => self
-                .filter
-                .read()
-                .map(|f| f.accepts(schema, &statement.table))
-                .unwrap_or(true),
+            _ if statement.is_ddl() => self.options.ddl && named(),
+            _ => self.options.dml && named(),
         };
         let in_transaction = self.txn_start.is_some();
         if !in_transaction {
@@ -392,11 +413,12 @@ impl Converter {
             )
         })?;
         let info_table = table.info.clone();
-        let accepted = self
-            .filter
-            .read()
-            .map(|f| f.accepts(&info_table.schema, &info_table.table))
-            .unwrap_or(true);
+        let accepted = self.options.rows
+            && self
+                .filter
+                .read()
+                .map(|f| f.accepts(&info_table.schema, &info_table.table))
+                .unwrap_or(true);
         if !accepted {
             return Ok(Vec::new());
         }
@@ -409,6 +431,7 @@ impl Converter {
         };
         let before_image = image_columns(rows.columns_before_image(), info_table.columns.len());
         let after_image = image_columns(rows.columns_after_image(), info_table.columns.len());
+        let delivered = table.delivered.as_deref();
         let tz = &self.options.time_zone;
         // mysql_common indexes metadata and buffers without bounds checks in places; a malformed event must become
         // a decode error, never a crash of the process.
@@ -418,11 +441,11 @@ impl Converter {
                 let (before, after) =
                     row.map_err(|e| format!("row of `{}`.`{}`: {e}", info_table.schema, info_table.table))?;
                 let before_columns = match &before {
-                    Some(r) => columns(&info_table, &before_image, r, None, tz)?,
+                    Some(r) => columns(&info_table, &before_image, delivered, r, None, tz)?,
                     None => Vec::new(),
                 };
                 let after_columns = match &after {
-                    Some(r) => columns(&info_table, &after_image, r, Some(&before_columns), tz)?,
+                    Some(r) => columns(&info_table, &after_image, delivered, r, Some(&before_columns), tz)?,
                     None => Vec::new(),
                 };
                 row_datas.push(RowData {
@@ -470,16 +493,21 @@ fn image_columns(bitmap: Option<&bitvec::slice::BitSlice<u8>>, count: usize) -> 
     }
 }
 
-/// Renders one row image. For an after image, `before` marks which columns changed.
+/// Renders one row image, leaving out what the field filter does not deliver. For an after image, `before` marks
+/// which columns changed.
 fn columns(
     table: &TableInfo,
     image: &[usize],
+    delivered: Option<&[bool]>,
     row: &BinlogRow,
     before: Option<&[Column]>,
     tz: &jiff::tz::TimeZone,
 ) -> std::result::Result<Vec<Column>, String> {
     let mut out = Vec::with_capacity(image.len());
     for (slot, &index) in image.iter().enumerate() {
+        if delivered.is_some_and(|d| !d.get(index).copied().unwrap_or(true)) {
+            continue;
+        }
         let column = table
             .columns
             .get(index)

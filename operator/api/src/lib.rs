@@ -124,6 +124,20 @@ pub struct FilterConfig {
     /// Deliver TRANSACTIONBEGIN and TRANSACTIONEND entries (the inverse of canal.instance.filter.transaction.entry).
     #[serde(default = "default_true")]
     pub transaction_entries: bool,
+    /// Deliver statement-based DML (INSERT/UPDATE/DELETE in QUERY events) (the inverse of
+    /// canal.instance.filter.query.dml).
+    #[serde(default = "default_true")]
+    pub dml: bool,
+    /// Deliver row changes (the inverse of canal.instance.filter.rows).
+    #[serde(default = "default_true")]
+    pub rows: bool,
+    /// Columns to deliver per table, in canal's format `schema.table:col1/col2,schema.t2:c` (canal.instance.filter.field).
+    /// Tables not listed keep all columns. Names match without regard to case.
+    #[serde(default)]
+    pub include_fields: String,
+    /// Columns to drop per table, same format (canal.instance.filter.black.field).
+    #[serde(default)]
+    pub exclude_fields: String,
 }
 
 /// The canal protocol server.
@@ -185,6 +199,10 @@ impl Default for FilterConfig {
             ddl: true,
             dcl: true,
             transaction_entries: true,
+            dml: true,
+            rows: true,
+            include_fields: String::new(),
+            exclude_fields: String::new(),
         }
     }
 }
