@@ -107,8 +107,18 @@ fn validate(config: &InstanceConfig) -> Result<()> {
         ));
     }
     if let Some(start) = &config.start {
-        if start.journal_name.is_empty() {
-            return Err(invalid("start.journalName", "must not be empty"));
+        match (start.journal_name.is_empty(), start.timestamp) {
+            (true, None) => return Err(invalid("start", "give journalName (with position) or timestamp")),
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "start",
+                    "give journalName (with position) or timestamp, not both",
+                ));
+            }
+            (true, Some(ms)) if ms <= 0 => {
+                return Err(invalid("start.timestamp", "must be milliseconds since the epoch"));
+            }
+            _ => {}
         }
         if start.position < 4 {
             return Err(invalid(
@@ -219,6 +229,19 @@ mod tests {
             (format!("{MINIMAL}store:\n  bufferSize: 0\n"), "store.bufferSize"),
             (format!("{MINIMAL}filter:\n  include: 'a(b'\n"), "filter.include"),
             (format!("{MINIMAL}timeZone: Mars/Base\n"), "timeZone"),
+            (
+                format!("{MINIMAL}start:\n  position: 4\n"),
+                "give journalName (with position) or timestamp",
+            ),
+            (
+                format!("{MINIMAL}start:\n  journalName: b.000001\n  timestamp: 1700000000000\n"),
+                "not both",
+            ),
+            (format!("{MINIMAL}start:\n  timestamp: -5\n"), "start.timestamp"),
+            (
+                format!("{MINIMAL}filter:\n  includeFields: 'shop.t'\n"),
+                "filter.includeFields",
+            ),
             (format!("{MINIMAL}zookeeper:\n  servers: ''\n"), "zookeeper.servers"),
             (
                 format!("{MINIMAL}zookeeper:\n  servers: zk:2181\n  sessionTimeoutSeconds: 1\n"),

@@ -56,6 +56,12 @@ pub enum Error {
     },
     #[error("binlog dump from {position} failed: {message}")]
     BinlogDump { position: String, message: String },
+    #[error(
+        "binlog file {file} is not on the server any more (purged?); the oldest it has is {oldest}. The events in \
+         between are lost to this destination. Choose: restore the file on the server, or set \
+         source.onMissingBinlog to Earliest (continue from {oldest}) or Latest (continue from the end)"
+    )]
+    BinlogPurged { file: String, oldest: String },
     #[error("cannot decode binlog event at {position}: {message}")]
     Decode { position: String, message: String },
     #[error("ZooKeeper {servers}: {message}")]
@@ -90,7 +96,10 @@ impl Error {
     pub fn needs_operator(&self) -> bool {
         matches!(
             self,
-            Error::SourceAuth { .. } | Error::SourceSetting { .. } | Error::BinlogDump { .. }
+            Error::SourceAuth { .. }
+                | Error::SourceSetting { .. }
+                | Error::BinlogDump { .. }
+                | Error::BinlogPurged { .. }
         )
     }
 }

@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use canal_api::MissingBinlogPolicy;
+
 use crate::config::Settings;
 use crate::consumers::{Connection, Consumers, running_node_replaces};
 use crate::convert::{ConvertOptions, Converter};
@@ -522,13 +524,24 @@ async fn start_position(
         tracing::info!(position = %resume, "resuming from the earliest acknowledged cursor");
         return Some(resume);
     }
-    if let Some(start) = &settings.config.start {
+    let start = settings.config.start.as_ref();
+    if let Some(start) = start.filter(|s| !s.journal_name.is_empty()) {
         return Some(ResumePoint::at(&start.journal_name, start.position));
     }
+    let timestamp = start.and_then(|s| s.timestamp);
     let mut backoff = Backoff::default();
     loop {
-        match source.current_end().await {
-            Ok(end) => return Some(end),
+        let found = match timestamp {
+            Some(ms) => source.position_at(ms).await,
+            None => source.current_end().await,
+        };
+        match found {
+            Ok(point) => {
+                if let Some(ms) = timestamp {
+                    tracing::info!(timestamp_ms = ms, position = %point, "found the start time in the binlog");
+                }
+                return Some(point);
+            }
             Err(e) => {
                 if !backoff.wait_after(&e, shutdown).await {
                     return None;
@@ -586,6 +599,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         position,
     } = reader;
     let mut backoff = Backoff::default();
+    let policy = source.missing_binlog_policy();
     // A lapsed lease ends the reader for good: the election decides whether a new term starts.
     while !shutdown.is_cancelled() && lease.is_none_or(Lease::holds) {
         let resume = store.tail_resume().unwrap_or_else(|| start.clone());
@@ -595,6 +609,29 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         };
         let (mut stream, facts) = match result {
             Ok(ok) => ok,
+            Err(e @ Error::BinlogPurged { .. }) if policy != MissingBinlogPolicy::Fail => {
+                let skip_to = match policy {
+                    MissingBinlogPolicy::Latest => source.current_end().await,
+                    _ => source.earliest().await,
+                };
+                match skip_to {
+                    Ok(point) => {
+                        tracing::error!(
+                            error = %e,
+                            policy = ?policy,
+                            continue_at = %point,
+                            "the binlog to resume from is gone; skipping ahead as source.onMissingBinlog says"
+                        );
+                        store.start_at(point);
+                    }
+                    Err(e) => {
+                        if !backoff.wait_after(&e, shutdown).await {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 if !backoff.wait_after(&e, shutdown).await {
                     return;

@@ -35,6 +35,18 @@ pub struct ResumePoint {
     pub skip_through: Option<u64>,
 }
 
+/// The binlog file a ROTATE event moves to, or `None` when it stays in `current`.
+///
+/// The first artificial rotate of a connection arrives before the checksum setting is known, so its name can
+/// carry four checksum bytes (mysql_async issue #189). A dump is requested from a known file, so an artificial
+/// name that merely extends the current one is that file.
+pub fn rotated_to(current: &str, name: &str, artificial: bool) -> Option<String> {
+    if artificial && !current.is_empty() && name.starts_with(current) {
+        return None;
+    }
+    (name != current).then(|| name.to_string())
+}
+
 impl ResumePoint {
     /// Resume at a boundary with nothing to skip.
     pub fn at(journal_name: impl Into<String>, position: u64) -> Self {

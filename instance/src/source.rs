@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 
@@ -11,6 +12,8 @@ use crate::error::{Error, Result};
 use crate::meta::SourceAddress;
 use crate::position::ResumePoint;
 
+/// MariaDB's GTID event type code, which mysql_common reads as an unknown event.
+const MARIADB_GTID_EVENT: u8 = 162;
 /// MySQL's "access denied" error.
 const ER_ACCESS_DENIED: u16 = 1045;
 /// MariaDB's replica capability that makes it send its own GTID/checkpoint/list events instead of placeholders.
@@ -34,6 +37,7 @@ pub struct BinlogSource {
     opts: Opts,
     server_id: u32,
     timeout: Duration,
+    on_missing_binlog: canal_api::MissingBinlogPolicy,
 }
 
 impl BinlogSource {
@@ -55,6 +59,7 @@ impl BinlogSource {
             opts: opts.into(),
             server_id: source.server_id,
             timeout: Duration::from_secs(source.connect_timeout_seconds as u64),
+            on_missing_binlog: source.on_missing_binlog,
         }
     }
 
@@ -186,6 +191,121 @@ impl BinlogSource {
         Err(self.unusable("cannot read the binlog position (SHOW MASTER STATUS); grant REPLICATION CLIENT".into()))
     }
 
+    pub fn missing_binlog_policy(&self) -> canal_api::MissingBinlogPolicy {
+        self.on_missing_binlog
+    }
+
+    /// The first event of the oldest binlog the server has.
+    pub async fn earliest(&self) -> Result<ResumePoint> {
+        let mut conn = self.connect().await?;
+        let files = self.binlog_files(&mut conn).await;
+        let _ = conn.disconnect().await;
+        let oldest = files?
+            .into_iter()
+            .next()
+            .ok_or_else(|| self.unusable("the server lists no binary logs".into()))?;
+        Ok(ResumePoint::at(oldest, 4))
+    }
+
+    /// The first transaction boundary whose event was written at or after `timestamp_ms`, searching the binlogs as
+    /// canal does: the newest file that began before that time, then forward from its start. The end of the
+    /// binlog when nothing is that recent.
+    pub async fn position_at(&self, timestamp_ms: i64) -> Result<ResumePoint> {
+        let wanted = u32::try_from(timestamp_ms.max(0) / 1000).unwrap_or(u32::MAX);
+        let mut conn = self.connect().await?;
+        self.check(&mut conn).await?;
+        let files = self.binlog_files(&mut conn).await?;
+        let _ = conn.disconnect().await;
+        let mut from = files.first().cloned();
+        for file in files.iter().rev() {
+            if self.first_event_time(file).await? <= wanted {
+                from = Some(file.clone());
+                break;
+            }
+        }
+        let Some(from) = from else {
+            return self.current_end().await;
+        };
+        tracing::info!(file = %from, timestamp_ms, "searching the binlog for the start time");
+        match self.first_boundary_since(&from, wanted).await? {
+            Some(point) => Ok(point),
+            None => self.current_end().await,
+        }
+    }
+
+    /// A dump of `file` that ends at the end of the binlog instead of waiting for more.
+    async fn scan(&self, file: &str) -> Result<BinlogStream> {
+        let conn = self.connect().await?;
+        let request = BinlogStreamRequest::new(self.server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(4u64)
+            .with_non_blocking();
+        conn.get_binlog_stream(request).await.map_err(|e| Error::BinlogDump {
+            position: format!("{file}:4"),
+            message: e.to_string(),
+        })
+    }
+
+    /// When `file` was started: the timestamp of its format description event.
+    async fn first_event_time(&self, file: &str) -> Result<u32> {
+        let mut stream = self.scan(file).await?;
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(|e| Error::BinlogDump {
+                position: format!("{file}:4"),
+                message: e.to_string(),
+            })?;
+            // The artificial ROTATE that opens a dump has no time; the format description that follows has.
+            if event.header().timestamp() != 0 {
+                return Ok(event.header().timestamp());
+            }
+        }
+        Ok(u32::MAX)
+    }
+
+    /// Scans forward from `file` for the first transaction boundary written at or after `wanted` (seconds).
+    async fn first_boundary_since(&self, file: &str, wanted: u32) -> Result<Option<ResumePoint>> {
+        use mysql_common::binlog::events::EventData;
+        let mut stream = self.scan(file).await?;
+        let mut current = file.to_string();
+        let mut in_transaction = false;
+        while let Some(event) = stream.next().await {
+            let event = event.map_err(|e| Error::BinlogDump {
+                position: format!("{current} (searching by time)"),
+                message: e.to_string(),
+            })?;
+            let header = event.header();
+            let offset = u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
+            let starts = match event.read_data() {
+                Ok(Some(EventData::RotateEvent(rotate))) => {
+                    let artificial = header.log_pos() == 0;
+                    if let Some(next) = crate::position::rotated_to(&current, &rotate.name(), artificial) {
+                        current = next;
+                    }
+                    false
+                }
+                // A GTID (MySQL) or MariaDB GTID event opens a transaction.
+                Ok(Some(EventData::GtidEvent(_))) => !std::mem::replace(&mut in_transaction, true),
+                Ok(Some(EventData::QueryEvent(query))) => {
+                    let sql = query.query();
+                    let begin = sql.trim().eq_ignore_ascii_case("BEGIN");
+                    let opens = !in_transaction;
+                    in_transaction = begin;
+                    opens
+                }
+                Ok(Some(EventData::XidEvent(_))) => {
+                    in_transaction = false;
+                    false
+                }
+                _ if header.event_type_raw() == MARIADB_GTID_EVENT => !std::mem::replace(&mut in_transaction, true),
+                _ => false,
+            };
+            if starts && header.timestamp() >= wanted && offset >= 4 {
+                return Ok(Some(ResumePoint::at(current, offset)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Binlog files the server still has.
     async fn binlog_files(&self, conn: &mut Conn) -> Result<Vec<String>> {
         let rows: Vec<mysql_async::Row> =
@@ -204,15 +324,9 @@ impl BinlogSource {
         let facts = self.check(&mut conn).await?;
         let files = self.binlog_files(&mut conn).await?;
         if !files.contains(&from.start.journal_name) {
-            return Err(Error::BinlogDump {
-                position: from.start.to_string(),
-                message: format!(
-                    "binlog file {} is not on the server any more (purged?); the oldest available is {}. Events in \
-                     between are lost to this destination. To continue anyway, stop the instance, delete the cursor \
-                     file (dataDir/<destination>/meta.dat) and set start.journalName to an available file",
-                    from.start.journal_name,
-                    files.first().map(String::as_str).unwrap_or("none"),
-                ),
+            return Err(Error::BinlogPurged {
+                file: from.start.journal_name.clone(),
+                oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
             });
         }
         let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos();

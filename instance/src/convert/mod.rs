@@ -221,15 +221,9 @@ impl Converter {
     }
 
     fn rotate(&mut self, name: &str, artificial: bool) {
-        // The first artificial rotate of a connection arrives before the checksum setting is known, so its name can
-        // carry four checksum bytes (mysql_async issue #189). The dump was requested from a known file, so a name
-        // that merely extends the current one is that file.
-        if artificial && !self.journal.is_empty() && name.starts_with(self.journal.as_str()) {
-            return;
-        }
-        if name != self.journal {
-            tracing::info!(from = %self.journal, to = %name, "binlog rotated");
-            self.journal = name.to_string();
+        if let Some(next) = crate::position::rotated_to(&self.journal, name, artificial) {
+            tracing::info!(from = %self.journal, to = %next, "binlog rotated");
+            self.journal = next;
         }
     }
 

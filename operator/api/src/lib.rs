@@ -79,6 +79,9 @@ pub struct SourceConfig {
     /// Seconds to wait for the TCP connection and for each read before the connection is considered dead.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u32,
+    /// When the binlog file to resume from was purged: `Fail` (default), `Earliest` or `Latest`.
+    #[serde(default)]
+    pub on_missing_binlog: MissingBinlogPolicy,
 }
 
 /// A secret value, read from exactly one of an environment variable or a file.
@@ -93,15 +96,32 @@ pub struct SecretSource {
     pub file: Option<String>,
 }
 
-/// A binlog position to start from.
+/// Where a destination with no stored cursor starts: a binlog file and offset, or a point in time.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartPosition {
-    /// Binlog file name, for example `mysql-bin.000003`.
+    /// Binlog file name, for example `mysql-bin.000003`. Give this or `timestamp`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub journal_name: String,
     /// Byte offset of a transaction boundary in that file. Default 4, the first event.
     #[serde(default = "default_start_offset")]
     pub position: u64,
+    /// Milliseconds since the epoch (canal.instance.master.timestamp): start at the first transaction committed
+    /// at or after this time, found by searching the server's binlogs. Give this or `journalName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+}
+
+/// What to do when the binlog file a cursor or `start` names is no longer on the server (purged).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MissingBinlogPolicy {
+    /// Stop and report the missing file and the choices; nothing is skipped silently.
+    #[default]
+    Fail,
+    /// Continue from the oldest binlog the server has. The events in the purged files are lost.
+    Earliest,
+    /// Continue from the end of the binlog. Everything up to now is lost.
+    Latest,
 }
 
 /// Table and event filters, with canal's semantics.

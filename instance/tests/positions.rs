@@ -1,0 +1,126 @@
+//! Start positions: by time (searched in the binlogs as canal does) and the policy for a purged binlog file.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
+use canal_instance::client::CanalClient;
+use common::{BINARY, changes, exec, receive_rows, setup_schema, value_of};
+use mysql_async::prelude::Queryable;
+
+const READY: Duration = Duration::from_secs(30);
+
+async fn server_seconds(db: &MariaDb) -> i64 {
+    let mut conn = db.admin().await;
+    conn.query_first("SELECT UNIX_TIMESTAMP()").await.unwrap().unwrap()
+}
+
+async fn current_file(db: &MariaDb) -> String {
+    let mut conn = db.admin().await;
+    let row: mysql_async::Row = conn.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+    row.get(0).unwrap()
+}
+
+/// Starts an instance reading `schema` with `extra` in its source section and `start` appended.
+fn spawn(db: &MariaDb, schema: &str, source_extra: &str, start: &str) -> (InstanceProcess, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("canal-positions-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let port = free_port();
+    let config = standalone_config("example", db, schema, port, &dir.join("data"))
+        .replace("  username: canal\n", &format!("  username: canal\n{source_extra}"))
+        + start;
+    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    let address = instance.address();
+    (instance, address)
+}
+
+async fn ids(address: &str, count: usize) -> Vec<String> {
+    let mut client = CanalClient::connect(address, "", "").await.unwrap();
+    client.subscribe("example", "1001", "").await.unwrap();
+    changes(&receive_rows(&mut client, count, READY).await)
+        .iter()
+        .map(|c| value_of(&c.row.after_columns, "id").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn starts_at_the_first_transaction_of_a_point_in_time() {
+    let db = MariaDb::shared();
+    setup_schema(db, "by_time_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    exec(
+        db,
+        "by_time_db",
+        &["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"],
+    )
+    .await;
+    // The binlog counts whole seconds: wait for the server's clock to pass the second of the early rows.
+    let early = server_seconds(db).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server_seconds(db).await <= early {
+        assert!(Instant::now() < deadline, "the server's clock does not advance");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let since_ms = (early + 1) * 1000;
+    exec(
+        db,
+        "by_time_db",
+        &["INSERT INTO t VALUES (3)", "INSERT INTO t VALUES (4)"],
+    )
+    .await;
+
+    let (instance, address) = spawn(db, "by_time_db", "", &format!("start:\n  timestamp: {since_ms}\n"));
+    instance.wait_for_log("found the start time in the binlog", READY).await;
+    assert_eq!(
+        ids(&address, 2).await,
+        ["3", "4"],
+        "rows before the time are not delivered"
+    );
+}
+
+#[tokio::test]
+async fn a_purged_binlog_is_named_and_the_policy_decides() {
+    // Purging binlogs would pull the ground from under the other tests: this one has its own server.
+    let db = MariaDb::start(&[]);
+    setup_schema(&db, "purged_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let purged = current_file(&db).await;
+    {
+        let mut conn = db.admin().await;
+        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    }
+    let kept = current_file(&db).await;
+    exec(&db, "purged_db", &["INSERT INTO t VALUES (1)"]).await;
+    {
+        let mut conn = db.admin().await;
+        conn.query_drop(format!("PURGE BINARY LOGS TO '{kept}'")).await.unwrap();
+    }
+    let start = format!("start:\n  journalName: {purged}\n");
+
+    // Default policy: the instance says what is missing and what the choices are, and keeps waiting.
+    let (mut failing, _) = spawn(&db, "purged_db", "", &start);
+    failing
+        .wait_for_log(&format!("binlog file {purged} is not on the server any more"), READY)
+        .await;
+    let log = failing.log();
+    assert!(log.contains(&format!("the oldest it has is {kept}")), "{log}");
+    assert!(log.contains("source.onMissingBinlog to Earliest"), "{log}");
+    assert!(failing.running(), "a missing binlog is reported, not a crash");
+    failing.kill();
+
+    // Earliest: continue from the oldest file the server has; the row written there arrives.
+    let (earliest, address) = spawn(&db, "purged_db", "  onMissingBinlog: Earliest\n", &start);
+    earliest
+        .wait_for_log("skipping ahead as source.onMissingBinlog says", READY)
+        .await;
+    assert_eq!(ids(&address, 1).await, ["1"]);
+    drop(earliest);
+
+    // Latest: continue from the end; only what is written afterwards arrives.
+    let (latest, address) = spawn(&db, "purged_db", "  onMissingBinlog: Latest\n", &start);
+    latest.wait_for_log("binlog dump started", READY).await;
+    exec(&db, "purged_db", &["INSERT INTO t VALUES (2)"]).await;
+    assert_eq!(ids(&address, 1).await, ["2"]);
+}
