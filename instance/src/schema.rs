@@ -66,7 +66,11 @@ pub struct TableMapError {
 
 impl TableInfo {
     /// Describes the table of `tme`. Fails on a malformed map instead of guessing.
-    pub fn from_table_map(tme: &TableMapEvent<'_>) -> Result<Self, TableMapError> {
+    ///
+    /// `mariadb` says who wrote the binlog: MariaDB lists GEOMETRY columns among the character columns of the
+    /// charset metadata (with the binary charset) and MySQL does not, so the columns after a GEOMETRY one would
+    /// otherwise take their neighbour's charset.
+    pub fn from_table_map(tme: &TableMapEvent<'_>, mariadb: bool) -> Result<Self, TableMapError> {
         let schema = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
         let fail = |message: String| TableMapError {
@@ -97,7 +101,9 @@ impl TableInfo {
             let meta = tme.get_column_metadata(index).unwrap_or(&[]).to_vec();
             check_meta_len(column_type, &meta).map_err(|m| fail(format!("column {index}: {m}")))?;
             let unsigned = column_type.is_numeric_type() && signedness.next().unwrap_or(false);
-            let collation = if column_type.is_character_type() {
+            let has_charset =
+                column_type.is_character_type() || (mariadb && column_type == ColumnType::MYSQL_TYPE_GEOMETRY);
+            let collation = if has_charset {
                 charsets
                     .next()
                     .transpose()

@@ -106,6 +106,8 @@ pub struct Converter {
     txn_has_content: bool,
     last_empty_emit: Option<Instant>,
     skip: Option<ResumePoint>,
+    /// Whether the binlog was written by MariaDB, from its format description event.
+    mariadb: bool,
 }
 
 /// Event header facts every entry needs.
@@ -131,6 +133,7 @@ impl Converter {
             txn_has_content: false,
             last_empty_emit: None,
             skip: resume.skip_through.is_some().then(|| resume.clone()),
+            mariadb: false,
         }
     }
 
@@ -167,8 +170,13 @@ impl Converter {
                 self.rotate(&rotate.name(), artificial);
                 Vec::new()
             }
+            Some(EventData::FormatDescriptionEvent(fde)) => {
+                self.mariadb = fde.server_version().contains("MariaDB");
+                Vec::new()
+            }
             Some(EventData::TableMapEvent(tme)) => {
-                let info = TableInfo::from_table_map(&tme).map_err(|e| self.decode_error(offset, e.to_string()))?;
+                let info = TableInfo::from_table_map(&tme, self.mariadb)
+                    .map_err(|e| self.decode_error(offset, e.to_string()))?;
                 let names: Vec<&str> = info.columns.iter().map(|c| c.name.as_str()).collect();
                 let delivered = self.options.fields.mask(&info.schema, &info.table, &names);
                 self.tables.insert(
