@@ -6,13 +6,15 @@
 //! clients. [`meta`] persists each client's acknowledged cursor, in a file or in ZooKeeper. [`instance`] wires these
 //! together for one destination. With ZooKeeper, [`ha`] elects the active instance in canal's layout ([`zk`]);
 //! [`consumers`] admits one connection per client id. [`health`] serves the probes and the [`metrics`], and
-//! [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the consumer side.
+//! [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the consumer side; [`decode`] runs a local
+//! binlog file through the same converter.
 
 pub mod client;
 pub mod config;
 pub mod consumers;
 pub mod convert;
 pub mod ddl;
+pub mod decode;
 pub mod error;
 pub mod filter;
 pub mod ha;

@@ -1,10 +1,11 @@
-//! The `canal-instance` binary: runs one destination (`--config FILE`) or tails a canal server (`tail`).
+//! The `canal-instance` binary: runs one destination (`--config FILE`), tails a canal server (`tail`), or decodes
+//! a local binlog file (`decode`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use canal_instance::config::Settings;
-use canal_instance::{instance, tail};
+use canal_instance::{decode, instance, tail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Print each change from a canal server as one JSON line, acknowledging as it goes.
     Tail(tail::TailArgs),
+    /// Print each change in a local binlog file as one JSON line, through the same converter as a live dump.
+    Decode(decode::DecodeArgs),
 }
 
 fn init_logging() {
@@ -67,6 +70,13 @@ async fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tail: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        (Some(Command::Decode(args)), _) => match decode::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("decode: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -6,15 +6,12 @@
 
 use std::io::BufReader;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
 
-use canal_instance::convert::{ConvertOptions, Converted, Converter};
+use canal_instance::convert::ConvertOptions;
+use canal_instance::decode;
 use canal_instance::filter::TableFilter;
-use canal_instance::position::ResumePoint;
 use canal_instance::proto::entry::RowChange;
 use canal_instance::proto::{Entry, EntryType, EventType};
-use mysql_common::binlog::BinlogFile;
-use mysql_common::binlog::consts::BinlogVersion;
 use prost::Message;
 
 fn fixture(name: &str) -> Option<PathBuf> {
@@ -32,33 +29,20 @@ fn fixture(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// Converts every event of a binlog file; returns the entries and the first error, if any.
+/// Converts every event of a binlog file through `decode` (what `canal-instance decode` runs); returns the
+/// entries and the first error, if any.
 fn convert_file(name: &str) -> Option<(Vec<Entry>, Option<String>)> {
     let path = fixture(name)?;
     let file = std::fs::File::open(&path).unwrap();
-    let options = ConvertOptions::default();
-    let filter = Arc::new(RwLock::new(TableFilter::new("", "").unwrap()));
-    let mut converter = Converter::new(options, filter, &ResumePoint::at(name, 4));
+    let length = file.metadata().unwrap().len();
     let mut entries = Vec::new();
-    let binlog = match BinlogFile::new(BinlogVersion::Version4, BufReader::new(file)) {
-        Ok(b) => b,
-        Err(e) => return Some((entries, Some(e.to_string()))),
-    };
-    for event in binlog {
-        let event = match event {
-            Ok(e) => e,
-            Err(e) => return Some((entries, Some(e.to_string()))),
-        };
-        match converter.convert(&event) {
-            Ok(converted) => entries.extend(
-                converted
-                    .into_iter()
-                    .map(|c: Converted| Entry::decode(c.bytes).unwrap()),
-            ),
-            Err(e) => return Some((entries, Some(e.to_string()))),
-        }
-    }
-    Some((entries, None))
+    let filter = TableFilter::new("", "").unwrap();
+    let options = ConvertOptions::default();
+    let result = decode::decode(name, BufReader::new(file), length, options, filter, |entry| {
+        entries.push(entry);
+        Ok(())
+    });
+    Some((entries, result.err().map(|e| e.to_string())))
 }
 
 fn row_changes(entries: &[Entry]) -> Vec<(EventType, RowChange)> {
@@ -184,12 +168,67 @@ fn corrupt_and_truncated_files_give_errors_not_panics() {
         "binlog_truncated_event.000001",
         "binlog_truncated_prev_gtid_event.000001",
     ] {
-        // Reaching the end of this loop body at all is the assertion: no panic, whatever the bytes.
+        // No panic, whatever the bytes, and no silent end: a cut-short file is an error too.
         let Some((_entries, error)) = convert_file(name) else {
             return;
         };
-        if let Some(error) = error {
-            assert!(!error.is_empty(), "{name}");
-        }
+        assert!(error.is_some_and(|e| !e.is_empty()), "{name} decoded without an error");
     }
+}
+
+#[test]
+fn decode_command_prints_the_changes_of_a_binlog_file() {
+    let Some(path) = fixture("mysql-enum-string-set.000001") else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
+        .args(["decode", "--binlog-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("binlog file decoded"), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let insert = lines.iter().find(|l| l["type"] == "INSERT").expect("an INSERT line");
+    assert_eq!(insert["destination"], "mysql-enum-string-set.000001");
+    assert!(
+        insert["position"]
+            .as_str()
+            .unwrap()
+            .starts_with("mysql-enum-string-set.000001:")
+    );
+    assert!(insert["after"].is_object(), "{insert}");
+
+    // A damaged file is reported with its offset, not skipped.
+    let Some(corrupt) = fixture("binlog_truncated_event.000001") else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
+        .args(["decode", "--binlog-file"])
+        .arg(&corrupt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("truncated or damaged"), "{stderr}");
+}
+
+#[test]
+fn compressed_transaction_payloads_are_unwrapped() {
+    // MySQL 8 with binlog_transaction_compression: the rows sit inside a zstd TRANSACTION_PAYLOAD event.
+    let Some((entries, error)) = convert_file("transaction_compression.000001") else {
+        return;
+    };
+    assert_eq!(error, None);
+    let inserts: Vec<RowChange> = row_changes(&entries)
+        .into_iter()
+        .filter(|(kind, _)| *kind == EventType::Insert)
+        .map(|(_, change)| change)
+        .collect();
+    assert_eq!(inserts.len(), 1, "{entries:?}");
+    assert_eq!(inserts[0].row_datas[0].after_columns[0].value(), "1");
 }
