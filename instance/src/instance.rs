@@ -641,6 +641,16 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         };
         tracing::info!(position = %resume, server = %facts.version, server_id = facts.server_id, "binlog dump started");
         let mut converter = Converter::new(options.clone(), filter.clone(), &resume);
+        if facts.mariadb {
+            // Domains that see no transaction after the start must still be in the cursors' GTID position.
+            match source.gtid_position(&resume).await {
+                Ok(Some(position)) => converter.seed_gtid_position(&position),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the GTID position at the start; cursors show only the domains seen from now on")
+                }
+            }
+        }
         let mut progress = Progress::new(store, position);
         let outcome: Result<()> = async {
             loop {

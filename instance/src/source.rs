@@ -195,6 +195,23 @@ impl BinlogSource {
         self.on_missing_binlog
     }
 
+    /// MariaDB's GTID position at a transaction boundary (`BINLOG_GTID_POS`), if it has one there.
+    pub async fn gtid_position(&self, at: &ResumePoint) -> Result<Option<String>> {
+        let mut conn = self.connect().await?;
+        let position: Option<Option<String>> = conn
+            .exec_first(
+                "SELECT BINLOG_GTID_POS(?, ?)",
+                (&at.start.journal_name, at.start.position),
+            )
+            .await
+            .map_err(|source| Error::SourceQuery {
+                query: "SELECT BINLOG_GTID_POS".into(),
+                source,
+            })?;
+        let _ = conn.disconnect().await;
+        Ok(position.flatten().filter(|p| !p.is_empty()))
+    }
+
     /// The first event of the oldest binlog the server has.
     pub async fn earliest(&self) -> Result<ResumePoint> {
         let mut conn = self.connect().await?;

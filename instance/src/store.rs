@@ -53,6 +53,8 @@ pub struct Boundary {
     pub position: BinlogPosition,
     pub execute_time: i64,
     pub server_id: u32,
+    /// The GTID position after the boundary, when the source has one (MariaDB).
+    pub gtid: Option<String>,
 }
 
 /// A refused ack or rollback, worded as canal words it.
@@ -306,6 +308,7 @@ impl Store {
                     position: entry.position.clone(),
                     execute_time: entry.execute_time,
                     server_id: entry.server_id,
+                    gtid: entry.gtid.clone(),
                 });
             }
             resume = Some(entry.resume_after);
@@ -411,6 +414,7 @@ mod tests {
             server_id: 1,
             rows: usize::from(kind == EntryKind::Row),
             resume_after: ResumePoint::at("bin.000001", offset + length),
+            gtid: None,
         }
     }
 

@@ -124,3 +124,62 @@ async fn a_purged_binlog_is_named_and_the_policy_decides() {
     exec(&db, "purged_db", &["INSERT INTO t VALUES (2)"]).await;
     assert_eq!(ids(&address, 1).await, ["2"]);
 }
+
+#[tokio::test]
+async fn cursors_carry_the_mariadb_gtid_position() {
+    let db = MariaDb::shared();
+    setup_schema(db, "gtid_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let fixture = common::Fixture::start(db, "gtid_db", "").await;
+    exec(db, "gtid_db", &["INSERT INTO t VALUES (1)"]).await;
+    let mut client = fixture.client().await;
+    // Fetch until the row's transaction has ended, acknowledging every batch.
+    let deadline = Instant::now() + READY;
+    let mut row_gtid = None;
+    let mut last_boundary = None;
+    while last_boundary.is_none() || row_gtid.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the row and its transaction end did not arrive"
+        );
+        let message = client
+            .get_without_ack(100, canal_instance::client::GetWait::Up(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        if message.batch_id == -1 {
+            continue;
+        }
+        for entry in &message.entries {
+            let header = entry.header.clone().unwrap_or_default();
+            if !changes(std::slice::from_ref(entry)).is_empty() {
+                row_gtid = Some(header.gtid().to_string());
+            }
+            if row_gtid.is_some() && entry.entry_type() == canal_instance::proto::EntryType::Transactionend {
+                last_boundary = Some(header);
+            }
+        }
+        client.ack(message.batch_id).await.unwrap();
+    }
+    let row_gtid = row_gtid.unwrap();
+    let parts: Vec<u64> = row_gtid.split('-').filter_map(|p| p.parse().ok()).collect();
+    assert_eq!(parts.len(), 3, "domain-server-seq: {row_gtid}");
+
+    // The cursor's GTID is MariaDB's own GTID position right after the acknowledged transaction end.
+    let end = last_boundary.unwrap();
+    let after = end.logfile_offset() + end.event_length();
+    let mut conn = db.admin().await;
+    let expected: String = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (end.logfile_name(), after))
+        .await
+        .unwrap()
+        .unwrap();
+    // A fresh request makes sure the ack was processed before the cursor file is read.
+    client
+        .get_without_ack(1, canal_instance::client::GetWait::No)
+        .await
+        .unwrap();
+    let meta = std::fs::read_to_string(fixture.dir.join("data/example/meta.dat")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    let cursor = &meta["clientDatas"][0]["cursor"]["postion"];
+    assert_eq!(cursor["position"], end.logfile_offset(), "{meta}");
+    assert_eq!(cursor["gtid"], expected.as_str(), "{meta}");
+}

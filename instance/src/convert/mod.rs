@@ -6,7 +6,7 @@
 
 pub mod value;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -56,6 +56,9 @@ pub struct Converted {
     pub rows: usize,
     /// Where to restart so that the next entry after this one comes first.
     pub resume_after: ResumePoint,
+    /// On a transaction end or standalone statement from MariaDB: the GTID position after it (`domain-server-seq`
+    /// per domain, as `gtid_slave_pos` has it), for cursors.
+    pub gtid: Option<String>,
 }
 
 /// Static conversion options.
@@ -108,6 +111,10 @@ pub struct Converter {
     skip: Option<ResumePoint>,
     /// Whether the binlog was written by MariaDB, from its format description event.
     mariadb: bool,
+    /// The GTID of the transaction being read (MariaDB `domain-server-seq`, MySQL `uuid:gno`).
+    txn_gtid: Option<String>,
+    /// MariaDB: the last GTID completed in each replication domain.
+    executed: BTreeMap<u32, String>,
 }
 
 /// Event header facts every entry needs.
@@ -134,6 +141,8 @@ impl Converter {
             last_empty_emit: None,
             skip: resume.skip_through.is_some().then(|| resume.clone()),
             mariadb: false,
+            txn_gtid: None,
+            executed: BTreeMap::new(),
         }
     }
 
@@ -189,8 +198,18 @@ impl Converter {
                 );
                 Vec::new()
             }
-            Some(EventData::GtidEvent(_)) => {
+            Some(EventData::GtidEvent(gtid)) => {
                 self.gtid_start = Some(info.offset);
+                let sid = gtid.sid();
+                let uuid = format!(
+                    "{}-{}-{}-{}-{}",
+                    hex::encode(&sid[..4]),
+                    hex::encode(&sid[4..6]),
+                    hex::encode(&sid[6..8]),
+                    hex::encode(&sid[8..10]),
+                    hex::encode(&sid[10..])
+                );
+                self.txn_gtid = Some(format!("{uuid}:{}", gtid.gno()));
                 Vec::new()
             }
             Some(EventData::QueryEvent(query)) => self.query(&query.query(), &query.schema(), query.thread_id(), &info),
@@ -249,7 +268,7 @@ impl Converter {
             event_length: Some(info.length as i64),
             event_type: event_type.map(|t| t as i32),
             props: Vec::new(),
-            gtid: None,
+            gtid: self.txn_gtid.clone(),
         }
     }
 
@@ -276,7 +295,37 @@ impl Converter {
             server_id: info.server_id,
             rows,
             resume_after,
+            gtid: None,
         }
+    }
+
+    /// Starts the MariaDB GTID position from the server's position at the dump's start.
+    pub fn seed_gtid_position(&mut self, position: &str) {
+        for gtid in position.split(',').map(str::trim).filter(|g| !g.is_empty()) {
+            if let Some(domain) = gtid.split('-').next().and_then(|d| d.parse::<u32>().ok()) {
+                self.executed.insert(domain, gtid.to_string());
+            }
+        }
+    }
+
+    /// Adds the GTID of the transaction just read to the MariaDB position, delivered or filtered out alike.
+    fn record_completed(&mut self) {
+        if let Some(gtid) = self.txn_gtid.take()
+            && self.mariadb
+            && let Some(domain) = gtid.split('-').next().and_then(|d| d.parse::<u32>().ok())
+        {
+            self.executed.insert(domain, gtid);
+        }
+    }
+
+    /// Marks the current transaction (or standalone statement) complete: a MariaDB GTID joins the position, which
+    /// `converted` then carries for cursors.
+    fn complete(&mut self, mut converted: Converted) -> Converted {
+        self.record_completed();
+        if !self.executed.is_empty() {
+            converted.gtid = Some(self.executed.values().cloned().collect::<Vec<_>>().join(","));
+        }
+        converted
     }
 
     fn begin(&mut self, thread_id: u32, info: &EventInfo) -> Vec<Converted> {
@@ -308,6 +357,7 @@ impl Converter {
             store_value: Some(Bytes::from(body.encode_to_vec())),
         };
         let end = self.converted(entry, EntryKind::End, info, 0);
+        let end = self.complete(end);
         let begin = self.pending_begin.take();
         let had_content = std::mem::take(&mut self.txn_has_content);
         self.txn_start = None;
@@ -339,6 +389,17 @@ impl Converter {
         let flags = *data
             .get(12)
             .ok_or_else(|| format!("MariaDB GTID event too short ({} bytes)", data.len()))?;
+        let seq = u64::from_le_bytes(
+            data[..8]
+                .try_into()
+                .map_err(|_| "MariaDB GTID event too short".to_string())?,
+        );
+        let domain = u32::from_le_bytes(
+            data[8..12]
+                .try_into()
+                .map_err(|_| "MariaDB GTID event too short".to_string())?,
+        );
+        self.txn_gtid = Some(format!("{domain}-{}-{seq}", info.server_id));
         if flags & MARIADB_FL_STANDALONE != 0 {
             self.gtid_start = Some(info.offset);
             return Ok(Vec::new());
@@ -385,6 +446,9 @@ impl Converter {
             self.gtid_start = None;
         }
         if !wanted {
+            if !in_transaction {
+                self.record_completed();
+            }
             return Vec::new();
         }
         let change = RowChange {
@@ -400,6 +464,11 @@ impl Converter {
             store_value: Some(Bytes::from(change.encode_to_vec())),
         };
         let converted = self.converted(entry, EntryKind::Statement, info, 0);
+        let converted = if in_transaction {
+            converted
+        } else {
+            self.complete(converted)
+        };
         if in_transaction {
             self.content(converted)
         } else {

@@ -233,6 +233,7 @@ mod tests {
             },
             execute_time: 1_700_000_000_000,
             server_id: 1,
+            gtid: Some("0-1-42".into()),
         };
         let resume = ResumePoint::at("bin.000001", 531);
         let cursor = meta
@@ -243,7 +244,7 @@ mod tests {
 
         let text = fs::read_to_string(meta.path()).unwrap();
         assert!(
-            text.contains(r#""postion":{"gtid":"","included":false,"journalName":"bin.000001","position":500"#),
+            text.contains(r#""postion":{"gtid":"0-1-42","included":false,"journalName":"bin.000001","position":500"#),
             "{text}"
         );
         assert!(text.contains(r#""slaveId":-1"#), "{text}");

@@ -71,7 +71,7 @@ impl LogPosition {
     pub fn advanced(&self, source: &SourceAddress, boundary: Option<&Boundary>, resume: ResumePoint) -> Self {
         let postion = match boundary {
             Some(b) => EntryPosition {
-                gtid: String::new(),
+                gtid: b.gtid.clone().unwrap_or_default(),
                 included: false,
                 journal_name: b.position.journal_name.clone(),
                 position: b.position.position as i64,
