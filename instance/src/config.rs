@@ -107,18 +107,38 @@ fn validate(config: &InstanceConfig) -> Result<()> {
         ));
     }
     if let Some(start) = &config.start {
-        match (start.journal_name.is_empty(), start.timestamp) {
-            (true, None) => return Err(invalid("start", "give journalName (with position) or timestamp")),
-            (false, Some(_)) => {
+        let given = [
+            !start.journal_name.is_empty(),
+            start.timestamp.is_some(),
+            start.gtid.is_some(),
+        ];
+        match given.iter().filter(|g| **g).count() {
+            0 => return Err(invalid("start", "give journalName (with position), timestamp or gtid")),
+            1 => {}
+            _ => {
                 return Err(invalid(
                     "start",
-                    "give journalName (with position) or timestamp, not both",
+                    "give one of journalName (with position), timestamp and gtid",
                 ));
             }
-            (true, Some(ms)) if ms <= 0 => {
-                return Err(invalid("start.timestamp", "must be milliseconds since the epoch"));
+        }
+        if start.timestamp.is_some_and(|ms| ms <= 0) {
+            return Err(invalid("start.timestamp", "must be milliseconds since the epoch"));
+        }
+        if let Some(gtid) = &start.gtid {
+            let valid = gtid.split(',').all(|part| {
+                let numbers: Vec<&str> = part.trim().split('-').collect();
+                numbers.len() == 3
+                    && numbers
+                        .iter()
+                        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            });
+            if !valid {
+                return Err(invalid(
+                    "start.gtid",
+                    "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7",
+                ));
             }
-            _ => {}
         }
         if start.position < 4 {
             return Err(invalid(
@@ -231,12 +251,13 @@ mod tests {
             (format!("{MINIMAL}timeZone: Mars/Base\n"), "timeZone"),
             (
                 format!("{MINIMAL}start:\n  position: 4\n"),
-                "give journalName (with position) or timestamp",
+                "give journalName (with position), timestamp or gtid",
             ),
             (
                 format!("{MINIMAL}start:\n  journalName: b.000001\n  timestamp: 1700000000000\n"),
-                "not both",
+                "give one of",
             ),
+            (format!("{MINIMAL}start:\n  gtid: '0-1'\n"), "start.gtid"),
             (format!("{MINIMAL}start:\n  timestamp: -5\n"), "start.timestamp"),
             (
                 format!("{MINIMAL}filter:\n  includeFields: 'shop.t'\n"),

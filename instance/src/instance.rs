@@ -528,6 +528,9 @@ async fn start_position(
     if let Some(start) = start.filter(|s| !s.journal_name.is_empty()) {
         return Some(ResumePoint::at(&start.journal_name, start.position));
     }
+    if let Some(gtid) = start.and_then(|s| s.gtid.as_ref()) {
+        return Some(ResumePoint::after_gtid(gtid));
+    }
     let timestamp = start.and_then(|s| s.timestamp);
     let mut backoff = Backoff::default();
     loop {
@@ -641,9 +644,16 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         };
         tracing::info!(position = %resume, server = %facts.version, server_id = facts.server_id, "binlog dump started");
         let mut converter = Converter::new(options.clone(), filter.clone(), &resume);
+        converter.set_server_files(facts.files.clone());
         if facts.mariadb {
-            // Domains that see no transaction after the start must still be in the cursors' GTID position.
-            match source.gtid_position(&resume).await {
+            // Domains that see no transaction after the start must still be in the cursors' GTID position. A dump
+            // that started by GTID starts from that very position.
+            let by_gtid = !facts.files.contains(&resume.start.journal_name);
+            let seed = match &resume.gtid {
+                Some(gtid) if by_gtid => Ok(Some(gtid.clone())),
+                _ => source.gtid_position(&resume).await,
+            };
+            match seed {
                 Ok(Some(position)) => converter.seed_gtid_position(&position),
                 Ok(None) => {}
                 Err(e) => {

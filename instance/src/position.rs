@@ -33,17 +33,29 @@ pub struct ResumePoint {
     /// Entries of events in `start.journal_name` at or before this offset were delivered and acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_through: Option<u64>,
+    /// MariaDB's GTID position at `start`: where to resume when `start.journal_name` is not on the server (purged,
+    /// or another server after a failover). With an empty journal name it is the only position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
 }
 
 /// The binlog file a ROTATE event moves to, or `None` when it stays in `current`.
 ///
 /// The first artificial rotate of a connection arrives before the checksum setting is known, so its name can
-/// carry four checksum bytes (mysql_async issue #189). A dump is requested from a known file, so an artificial
-/// name that merely extends the current one is that file.
-pub fn rotated_to(current: &str, name: &str, artificial: bool) -> Option<String> {
-    if artificial && !current.is_empty() && name.starts_with(current) {
-        return None;
-    }
+/// carry four checksum bytes (mysql_async issue #189). An artificial name is therefore read as the longest of the
+/// server's `files` (or the current file) that it starts with.
+pub fn rotated_to(current: &str, name: &str, artificial: bool, files: &[String]) -> Option<String> {
+    let name = if artificial {
+        files
+            .iter()
+            .map(String::as_str)
+            .chain((!current.is_empty()).then_some(current))
+            .filter(|file| name.starts_with(file))
+            .max_by_key(|file| file.len())
+            .unwrap_or(name)
+    } else {
+        name
+    };
     (name != current).then(|| name.to_string())
 }
 
@@ -56,6 +68,15 @@ impl ResumePoint {
                 position,
             },
             skip_through: None,
+            gtid: None,
+        }
+    }
+
+    /// Resume after MariaDB GTID position `gtid`, wherever the server has it.
+    pub fn after_gtid(gtid: impl Into<String>) -> Self {
+        Self {
+            gtid: Some(gtid.into()),
+            ..Self::at("", 4)
         }
     }
 
@@ -68,6 +89,9 @@ impl ResumePoint {
 
 impl fmt::Display for ResumePoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start.journal_name.is_empty() {
+            return write!(f, "GTID {}", self.gtid.as_deref().unwrap_or(""));
+        }
         match self.skip_through {
             Some(through) => write!(f, "{} (skipping entries through offset {through})", self.start),
             None => write!(f, "{}", self.start),

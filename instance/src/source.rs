@@ -12,6 +12,26 @@ use crate::error::{Error, Result};
 use crate::meta::SourceAddress;
 use crate::position::ResumePoint;
 
+/// A MariaDB GTID position (`domain-server-seq[,...]`), checked so it can be quoted into a statement.
+fn checked_gtid(gtid: &str) -> Result<String> {
+    let valid = !gtid.is_empty()
+        && gtid.split(',').all(|part| {
+            let numbers: Vec<&str> = part.trim().split('-').collect();
+            numbers.len() == 3
+                && numbers
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    if valid {
+        Ok(gtid.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+    } else {
+        Err(Error::ConfigInvalid {
+            field: "GTID position".into(),
+            message: format!("`{gtid}` is not a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7"),
+        })
+    }
+}
+
 /// MariaDB's GTID event type code, which mysql_common reads as an unknown event.
 const MARIADB_GTID_EVENT: u8 = 162;
 /// MySQL's "access denied" error.
@@ -27,6 +47,8 @@ pub struct ServerFacts {
     pub version: String,
     pub mariadb: bool,
     pub server_id: u32,
+    /// The binlog files the server has, oldest first (filled in by [`BinlogSource::dump`]).
+    pub files: Vec<String>,
 }
 
 /// A MySQL or MariaDB server to dump the binlog from.
@@ -156,6 +178,7 @@ impl BinlogSource {
             version,
             mariadb,
             server_id,
+            files: Vec::new(),
         })
     }
 
@@ -244,7 +267,7 @@ impl BinlogSource {
             return self.current_end().await;
         };
         tracing::info!(file = %from, timestamp_ms, "searching the binlog for the start time");
-        match self.first_boundary_since(&from, wanted).await? {
+        match self.first_boundary_since(&from, &files, wanted).await? {
             Some(point) => Ok(point),
             None => self.current_end().await,
         }
@@ -280,7 +303,7 @@ impl BinlogSource {
     }
 
     /// Scans forward from `file` for the first transaction boundary written at or after `wanted` (seconds).
-    async fn first_boundary_since(&self, file: &str, wanted: u32) -> Result<Option<ResumePoint>> {
+    async fn first_boundary_since(&self, file: &str, files: &[String], wanted: u32) -> Result<Option<ResumePoint>> {
         use mysql_common::binlog::events::EventData;
         let mut stream = self.scan(file).await?;
         let mut current = file.to_string();
@@ -295,7 +318,7 @@ impl BinlogSource {
             let starts = match event.read_data() {
                 Ok(Some(EventData::RotateEvent(rotate))) => {
                     let artificial = header.log_pos() == 0;
-                    if let Some(next) = crate::position::rotated_to(&current, &rotate.name(), artificial) {
+                    if let Some(next) = crate::position::rotated_to(&current, &rotate.name(), artificial, files) {
                         current = next;
                     }
                     false
@@ -339,13 +362,22 @@ impl BinlogSource {
     pub async fn dump(&self, from: &ResumePoint) -> Result<(BinlogStream, ServerFacts)> {
         let mut conn = self.connect().await?;
         let facts = self.check(&mut conn).await?;
+        let mut facts = facts;
         let files = self.binlog_files(&mut conn).await?;
-        if !files.contains(&from.start.journal_name) {
-            return Err(Error::BinlogPurged {
-                file: from.start.journal_name.clone(),
-                oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
-            });
-        }
+        let by_gtid = if files.contains(&from.start.journal_name) {
+            None
+        } else {
+            match (&from.gtid, facts.mariadb) {
+                (Some(gtid), true) => Some(checked_gtid(gtid)?),
+                _ => {
+                    return Err(Error::BinlogPurged {
+                        file: from.start.journal_name.clone(),
+                        oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
+                    });
+                }
+            }
+        };
+        facts.files = files;
         let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos();
         for setting in [
             format!("SET @master_heartbeat_period = {heartbeat_ns}"),
@@ -362,9 +394,35 @@ impl BinlogSource {
                     source,
                 })?;
         }
-        let request = BinlogStreamRequest::new(self.server_id)
-            .with_filename(from.start.journal_name.as_bytes())
-            .with_pos(from.start.position);
+        let request = match &by_gtid {
+            Some(gtid) => {
+                if !from.start.journal_name.is_empty() {
+                    tracing::warn!(
+                        file = %from.start.journal_name,
+                        gtid = %gtid,
+                        "the binlog file is not on this server; resuming by GTID"
+                    );
+                }
+                // MariaDB starts a replica that sets @slave_connect_state after that GTID position and ignores
+                // the file name it sends.
+                for setting in [
+                    format!("SET @slave_connect_state = '{gtid}'"),
+                    "SET @slave_gtid_strict_mode = 0".to_string(),
+                    "SET @slave_gtid_ignore_duplicates = 0".to_string(),
+                ] {
+                    conn.query_drop(&setting).await.map_err(|source| Error::SourceQuery {
+                        query: setting.clone(),
+                        source,
+                    })?;
+                }
+                BinlogStreamRequest::new(self.server_id)
+                    .with_filename(b"")
+                    .with_pos(4u64)
+            }
+            None => BinlogStreamRequest::new(self.server_id)
+                .with_filename(from.start.journal_name.as_bytes())
+                .with_pos(from.start.position),
+        };
         let stream = conn.get_binlog_stream(request).await.map_err(|e| Error::BinlogDump {
             position: from.start.to_string(),
             message: e.to_string(),

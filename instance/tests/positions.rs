@@ -183,3 +183,86 @@ async fn cursors_carry_the_mariadb_gtid_position() {
     assert_eq!(cursor["position"], end.logfile_offset(), "{meta}");
     assert_eq!(cursor["gtid"], expected.as_str(), "{meta}");
 }
+
+async fn gtid_binlog_pos(db: &MariaDb) -> String {
+    let mut conn = db.admin().await;
+    conn.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn starts_after_a_mariadb_gtid_position() {
+    let db = MariaDb::start(&[]);
+    setup_schema(&db, "by_gtid_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    exec(
+        &db,
+        "by_gtid_db",
+        &["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"],
+    )
+    .await;
+    let after_two = gtid_binlog_pos(&db).await;
+    exec(&db, "by_gtid_db", &["INSERT INTO t VALUES (3)"]).await;
+
+    let (instance, address) = spawn(&db, "by_gtid_db", "", &format!("start:\n  gtid: '{after_two}'\n"));
+    instance.wait_for_log("binlog dump started", READY).await;
+    exec(&db, "by_gtid_db", &["INSERT INTO t VALUES (4)"]).await;
+    assert_eq!(
+        ids(&address, 2).await,
+        ["3", "4"],
+        "only what follows the GTID position"
+    );
+}
+
+#[tokio::test]
+async fn a_cursor_whose_file_is_gone_resumes_by_gtid() {
+    let db = MariaDb::start(&[]);
+    setup_schema(&db, "resume_gtid_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let dir = tempfile::Builder::new()
+        .prefix("canal-positions-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let port = free_port();
+    let config = standalone_config("example", &db, "resume_gtid_db", port, &dir.join("data"));
+    let env = [("CANAL_SOURCE_PASSWORD", "canal")];
+    let mut instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
+    instance.wait_for_log("binlog dump started", READY).await;
+    exec(&db, "resume_gtid_db", &["INSERT INTO t VALUES (1)"]).await;
+    assert_eq!(ids(&instance.address(), 1).await, ["1"]);
+    assert_eq!(instance.terminate().await, Some(0));
+
+    // The cursor's file goes away (as after a purge, or on another server): the GTID in the cursor is the way on,
+    // since the transactions after it are in a file the server still has.
+    {
+        let mut conn = db.admin().await;
+        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    }
+    exec(&db, "resume_gtid_db", &["INSERT INTO t VALUES (2)"]).await;
+    let current = current_file(&db).await;
+    // The server keeps a file a replica is still reading; the stopped instance's dump connection may take a moment
+    // to go, so purge until the old file is gone.
+    let deadline = Instant::now() + READY;
+    loop {
+        let mut conn = db.admin().await;
+        conn.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await
+            .unwrap();
+        let files: Vec<String> = conn
+            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                row.get::<String, _>(0).unwrap()
+            })
+            .await
+            .unwrap();
+        if files == [current.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old binlog files are not purged: {files:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
+    instance.wait_for_log("resuming by GTID", READY).await;
+    // Row 2 follows row 1, which does not come again.
+    assert_eq!(ids(&instance.address(), 1).await, ["2"]);
+}

@@ -115,6 +115,8 @@ pub struct Converter {
     txn_gtid: Option<String>,
     /// MariaDB: the last GTID completed in each replication domain.
     executed: BTreeMap<u32, String>,
+    /// The server's binlog files, to read the name in a connection's first ROTATE.
+    files: Vec<String>,
 }
 
 /// Event header facts every entry needs.
@@ -143,6 +145,7 @@ impl Converter {
             mariadb: false,
             txn_gtid: None,
             executed: BTreeMap::new(),
+            files: Vec::new(),
         }
     }
 
@@ -248,7 +251,7 @@ impl Converter {
     }
 
     fn rotate(&mut self, name: &str, artificial: bool) {
-        if let Some(next) = crate::position::rotated_to(&self.journal, name, artificial) {
+        if let Some(next) = crate::position::rotated_to(&self.journal, name, artificial, &self.files) {
             tracing::info!(from = %self.journal, to = %next, "binlog rotated");
             self.journal = next;
         }
@@ -281,6 +284,7 @@ impl Converter {
                     position: start,
                 },
                 skip_through: Some(info.offset),
+                gtid: None,
             },
         };
         Converted {
@@ -297,6 +301,11 @@ impl Converter {
             resume_after,
             gtid: None,
         }
+    }
+
+    /// The server's binlog files, as the dump found them.
+    pub fn set_server_files(&mut self, files: Vec<String>) {
+        self.files = files;
     }
 
     /// Starts the MariaDB GTID position from the server's position at the dump's start.

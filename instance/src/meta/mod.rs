@@ -56,7 +56,7 @@ pub struct EntryPosition {
 impl LogPosition {
     /// The point to restart the dump from for this cursor.
     pub fn resume_point(&self) -> ResumePoint {
-        self.resume.clone().unwrap_or_else(|| {
+        let mut point = self.resume.clone().unwrap_or_else(|| {
             // A cursor written by canal points at the start of the acknowledged boundary event: restart there and
             // drop that event's entry.
             let position = self.postion.position.max(4) as u64;
@@ -64,7 +64,12 @@ impl LogPosition {
                 skip_through: Some(position),
                 ..ResumePoint::at(&self.postion.journal_name, position)
             }
-        })
+        });
+        // The boundary's GTID position is where the next transaction starts: the fallback when the file is gone.
+        if point.gtid.is_none() && !self.postion.gtid.is_empty() {
+            point.gtid = Some(self.postion.gtid.clone());
+        }
+        point
     }
 
     /// The cursor after an ack: the boundary moves only when the batch contained one, the resume point always.

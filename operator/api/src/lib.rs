@@ -110,6 +110,10 @@ pub struct StartPosition {
     /// at or after this time, found by searching the server's binlogs. Give this or `journalName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
+    /// MariaDB only: a GTID position such as `0-1-100` (one `domain-server-seq` per domain, comma-separated;
+    /// canal.instance.master.gtid). Starts after those transactions, wherever the server has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtid: Option<String>,
 }
 
 /// What to do when the binlog file a cursor or `start` names is no longer on the server (purged).
