@@ -56,3 +56,32 @@ async fn mysql_restart_is_survived_without_loss_or_duplicates() {
         "the dump restarted:\n{log}"
     );
 }
+
+#[tokio::test]
+async fn a_silent_connection_is_found_dead_by_the_heartbeat() {
+    // A partition drops nothing and closes nothing: only the missing heartbeats show that the dump is dead.
+    let db = MariaDb::shared();
+    setup_schema(db, "partition_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let proxy = canal_e2e::TcpProxy::start(&db.address()).await;
+    let fixture = Fixture::start_with(db, "partition_db", |config| {
+        config.replace(&db.address(), &proxy.address)
+    })
+    .await;
+    exec(db, "partition_db", &["INSERT INTO t VALUES (1)"]).await;
+    let mut client = fixture.client().await;
+    assert_eq!(ids(&receive_rows(&mut client, 1, Duration::from_secs(30)).await), [1]);
+
+    proxy.cut();
+    exec(db, "partition_db", &["INSERT INTO t VALUES (2)"]).await;
+    fixture
+        .instance
+        .wait_for_log("no event or heartbeat for", Duration::from_secs(60))
+        .await;
+    proxy.restore();
+    let after = receive_rows(&mut client, 1, Duration::from_secs(90)).await;
+    assert_eq!(
+        ids(&after),
+        [2],
+        "the row written during the partition arrives once, and row 1 not again"
+    );
+}
