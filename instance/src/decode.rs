@@ -15,7 +15,7 @@ use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 use mysql_common::binlog::{BinlogFileHeader, EventStreamReader};
 use prost::Message;
 
-use crate::convert::{ConvertOptions, Converter};
+use crate::convert::{ConvertOptions, Converted, Converter};
 use crate::error::{Error, Result};
 use crate::filter::{FieldFilter, TableFilter};
 use crate::position::ResumePoint;
@@ -53,7 +53,7 @@ pub fn decode<R: BufRead>(
     length: u64,
     options: ConvertOptions,
     filter: TableFilter,
-    mut emit: impl FnMut(Entry) -> Result<()>,
+    mut emit: impl FnMut(&Converted, Entry) -> Result<()>,
 ) -> Result<Summary> {
     let unreadable = |message: String| Error::Decode {
         position: name.to_string(),
@@ -67,9 +67,9 @@ pub fn decode<R: BufRead>(
     let mut convert = |event: &Event, summary: &mut Summary| -> Result<()> {
         summary.events += 1;
         for converted in converter.convert(event)? {
-            let entry = Entry::decode(converted.bytes).map_err(|e| unreadable(format!("entry: {e}")))?;
+            let entry = Entry::decode(converted.bytes.clone()).map_err(|e| unreadable(format!("entry: {e}")))?;
             summary.entries += 1;
-            emit(entry)?;
+            emit(&converted, entry)?;
         }
         Ok(())
     };
@@ -135,7 +135,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
     let filter = TableFilter::new(&args.include, &args.exclude)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let summary = decode(&name, BufReader::new(file), length, options, filter, |entry| {
+    let summary = decode(&name, BufReader::new(file), length, options, filter, |_, entry| {
         for line in crate::tail::change_lines(&name, &entry)? {
             use std::io::Write;
             writeln!(out, "{line}").map_err(|e| Error::io("write to stdout", e))?;

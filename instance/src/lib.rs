@@ -7,7 +7,7 @@
 //! together for one destination. With ZooKeeper, [`ha`] elects the active instance in canal's layout ([`zk`]);
 //! [`consumers`] admits one connection per client id. [`health`] serves the probes and the [`metrics`], and
 //! [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the consumer side; [`decode`] runs a local
-//! binlog file through the same converter.
+//! binlog file through the same converter, and [`gtid`] keeps the GTID positions cursors carry.
 
 pub mod client;
 pub mod config;
@@ -17,6 +17,7 @@ pub mod ddl;
 pub mod decode;
 pub mod error;
 pub mod filter;
+pub mod gtid;
 pub mod ha;
 pub mod health;
 pub mod instance;

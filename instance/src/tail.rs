@@ -62,7 +62,7 @@ pub fn change_lines(destination: &str, entry: &Entry) -> Result<Vec<Value>> {
     let header = entry.header.clone().unwrap_or_default();
     let change = RowChange::decode(entry.store_value.clone().unwrap_or_default())
         .map_err(|e| Error::Protocol(format!("undecodable RowChange: {e}")))?;
-    let base = json!({
+    let mut base = json!({
         "destination": destination,
         "schema": header.schema_name(),
         "table": header.table_name(),
@@ -70,6 +70,9 @@ pub fn change_lines(destination: &str, entry: &Entry) -> Result<Vec<Value>> {
         "executeTime": header.execute_time(),
         "position": format!("{}:{}", header.logfile_name(), header.logfile_offset()),
     });
+    if !header.gtid().is_empty() {
+        base["gtid"] = json!(header.gtid());
+    }
     if change.is_ddl() || change.row_datas.is_empty() {
         let mut line = base;
         line["isDdl"] = json!(change.is_ddl());

@@ -38,7 +38,7 @@ fn convert_file(name: &str) -> Option<(Vec<Entry>, Option<String>)> {
     let mut entries = Vec::new();
     let filter = TableFilter::new("", "").unwrap();
     let options = ConvertOptions::default();
-    let result = decode::decode(name, BufReader::new(file), length, options, filter, |entry| {
+    let result = decode::decode(name, BufReader::new(file), length, options, filter, |_, entry| {
         entries.push(entry);
         Ok(())
     });
@@ -231,4 +231,58 @@ fn compressed_transaction_payloads_are_unwrapped() {
         .collect();
     assert_eq!(inserts.len(), 1, "{entries:?}");
     assert_eq!(inserts[0].row_datas[0].after_columns[0].value(), "1");
+}
+
+#[test]
+fn cursors_carry_mysql_gtid_sets() {
+    // MySQL 8 with gtid_mode=ON: a cursor's GTID is the executed set, from the file's previous-GTIDs event plus
+    // each completed transaction.
+    let Some(path) = fixture("binlog_transaction_with_GTID.000001") else {
+        return;
+    };
+    let file = std::fs::File::open(&path).unwrap();
+    let length = file.metadata().unwrap().len();
+    let mut positions = Vec::new();
+    let mut headers = Vec::new();
+    let filter = TableFilter::new("", "").unwrap();
+    decode::decode(
+        "f",
+        BufReader::new(file),
+        length,
+        ConvertOptions::default(),
+        filter,
+        |converted, entry| {
+            if let Some(gtid) = &converted.gtid {
+                positions.push(gtid.clone());
+            }
+            let header = entry.header.unwrap_or_default();
+            if !header.gtid().is_empty() {
+                headers.push(header.gtid().to_string());
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(!positions.is_empty(), "transaction ends carry a GTID set");
+    let last = positions.last().unwrap();
+    let (uuid, ranges) = last.split_once(':').expect("uuid:intervals");
+    assert_eq!(uuid.len(), 36, "{last}");
+    assert!(
+        ranges
+            .split(':')
+            .all(|r| r.split('-').all(|n| n.parse::<u64>().is_ok())),
+        "{last}"
+    );
+    // Every transaction's own GTID (uuid:gno) lies inside the set that follows it.
+    let covered = |gno: u64| {
+        ranges.split(':').any(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse::<u64>().unwrap()..=b.parse::<u64>().unwrap()).contains(&gno),
+            None => r.parse::<u64>().unwrap() == gno,
+        })
+    };
+    for gtid in &headers {
+        let (source, gno) = gtid.rsplit_once(':').unwrap();
+        assert_eq!(source, uuid, "{gtid}");
+        assert!(covered(gno.parse().unwrap()), "{gtid} not in {last}");
+    }
 }

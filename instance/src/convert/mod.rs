@@ -6,7 +6,7 @@
 
 pub mod value;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use prost::Message;
 use crate::ddl;
 use crate::error::{Error, Result};
 use crate::filter::{FieldFilter, TableFilter};
+use crate::gtid::{Gtid, GtidPosition, uuid_text};
 use crate::position::{BinlogPosition, ResumePoint};
 use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, RowData, TransactionBegin, TransactionEnd};
 use crate::proto::{EntryType, EventType, pair};
@@ -56,8 +57,8 @@ pub struct Converted {
     pub rows: usize,
     /// Where to restart so that the next entry after this one comes first.
     pub resume_after: ResumePoint,
-    /// On a transaction end or standalone statement from MariaDB: the GTID position after it (`domain-server-seq`
-    /// per domain, as `gtid_slave_pos` has it), for cursors.
+    /// On a transaction end or standalone statement: the GTID position after it (MariaDB's `domain-server-seq`
+    /// per domain, or MySQL's GTID set), for cursors, once GTIDs are known.
     pub gtid: Option<String>,
 }
 
@@ -112,9 +113,9 @@ pub struct Converter {
     /// Whether the binlog was written by MariaDB, from its format description event.
     mariadb: bool,
     /// The GTID of the transaction being read (MariaDB `domain-server-seq`, MySQL `uuid:gno`).
-    txn_gtid: Option<String>,
-    /// MariaDB: the last GTID completed in each replication domain.
-    executed: BTreeMap<u32, String>,
+    txn_gtid: Option<Gtid>,
+    /// The GTID position after the transactions completed so far.
+    gtids: GtidPosition,
     /// The server's binlog files, to read the name in a connection's first ROTATE.
     files: Vec<String>,
 }
@@ -144,7 +145,7 @@ impl Converter {
             skip: resume.skip_through.is_some().then(|| resume.clone()),
             mariadb: false,
             txn_gtid: None,
-            executed: BTreeMap::new(),
+            gtids: GtidPosition::default(),
             files: Vec::new(),
         }
     }
@@ -203,16 +204,26 @@ impl Converter {
             }
             Some(EventData::GtidEvent(gtid)) => {
                 self.gtid_start = Some(info.offset);
-                let sid = gtid.sid();
-                let uuid = format!(
-                    "{}-{}-{}-{}-{}",
-                    hex::encode(&sid[..4]),
-                    hex::encode(&sid[4..6]),
-                    hex::encode(&sid[6..8]),
-                    hex::encode(&sid[8..10]),
-                    hex::encode(&sid[10..])
-                );
-                self.txn_gtid = Some(format!("{uuid}:{}", gtid.gno()));
+                let mut source = uuid_text(&gtid.sid());
+                if let Some(tag) = gtid.tag() {
+                    source = format!("{source}:{tag}");
+                }
+                self.txn_gtid = Some(Gtid::MySql {
+                    source,
+                    gno: gtid.gno(),
+                });
+                Vec::new()
+            }
+            Some(EventData::PreviousGtidsEvent(previous)) => {
+                // The GTID set of everything before this file: where a cursor's set starts.
+                for sid in previous.sids() {
+                    let mut source = uuid_text(&sid.uuid());
+                    if let Some(tag) = sid.tag() {
+                        source = format!("{source}:{tag}");
+                    }
+                    self.gtids
+                        .seed_mysql(&source, sid.intervals().iter().map(|i| (i.start(), i.end())));
+                }
                 Vec::new()
             }
             Some(EventData::QueryEvent(query)) => self.query(&query.query(), &query.schema(), query.thread_id(), &info),
@@ -271,7 +282,7 @@ impl Converter {
             event_length: Some(info.length as i64),
             event_type: event_type.map(|t| t as i32),
             props: Vec::new(),
-            gtid: self.txn_gtid.clone(),
+            gtid: self.txn_gtid.as_ref().map(Gtid::to_string),
         }
     }
 
@@ -310,30 +321,21 @@ impl Converter {
 
     /// Starts the MariaDB GTID position from the server's position at the dump's start.
     pub fn seed_gtid_position(&mut self, position: &str) {
-        for gtid in position.split(',').map(str::trim).filter(|g| !g.is_empty()) {
-            if let Some(domain) = gtid.split('-').next().and_then(|d| d.parse::<u32>().ok()) {
-                self.executed.insert(domain, gtid.to_string());
-            }
-        }
+        self.gtids.seed_mariadb(position);
     }
 
-    /// Adds the GTID of the transaction just read to the MariaDB position, delivered or filtered out alike.
+    /// Adds the GTID of the transaction just read to the position, delivered or filtered out alike.
     fn record_completed(&mut self) {
-        if let Some(gtid) = self.txn_gtid.take()
-            && self.mariadb
-            && let Some(domain) = gtid.split('-').next().and_then(|d| d.parse::<u32>().ok())
-        {
-            self.executed.insert(domain, gtid);
+        if let Some(gtid) = self.txn_gtid.take() {
+            self.gtids.complete(&gtid);
         }
     }
 
-    /// Marks the current transaction (or standalone statement) complete: a MariaDB GTID joins the position, which
+    /// Marks the current transaction (or standalone statement) complete: its GTID joins the position, which
     /// `converted` then carries for cursors.
     fn complete(&mut self, mut converted: Converted) -> Converted {
         self.record_completed();
-        if !self.executed.is_empty() {
-            converted.gtid = Some(self.executed.values().cloned().collect::<Vec<_>>().join(","));
-        }
+        converted.gtid = self.gtids.text();
         converted
     }
 
@@ -408,7 +410,11 @@ impl Converter {
                 .try_into()
                 .map_err(|_| "MariaDB GTID event too short".to_string())?,
         );
-        self.txn_gtid = Some(format!("{domain}-{}-{seq}", info.server_id));
+        self.txn_gtid = Some(Gtid::MariaDb {
+            domain,
+            server: info.server_id,
+            seq,
+        });
         if flags & MARIADB_FL_STANDALONE != 0 {
             self.gtid_start = Some(info.offset);
             return Ok(Vec::new());
