@@ -590,6 +590,30 @@ struct Reader<'a> {
     position: &'a SharedPosition,
 }
 
+/// MySQL's error for a binlog dump the server cannot serve (MariaDB: "Could not find GTID state requested").
+const ER_MASTER_FATAL_READING_BINLOG: u16 = 1236;
+
+/// Applies `source.onMissingBinlog` (Earliest or Latest) after `missing`: the store continues from there.
+async fn skip_missing(
+    policy: MissingBinlogPolicy,
+    source: &BinlogSource,
+    store: &Store,
+    missing: &Error,
+) -> Result<()> {
+    let point = match policy {
+        MissingBinlogPolicy::Latest => source.current_end().await?,
+        _ => source.earliest().await?,
+    };
+    tracing::error!(
+        error = %missing,
+        policy = ?policy,
+        continue_at = %point,
+        "the binlog to resume from is gone; skipping ahead as source.onMissingBinlog says"
+    );
+    store.start_at(point);
+    Ok(())
+}
+
 /// Dumps the binlog into the store until shutdown, reconnecting after every failure from the store's tail.
 async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
     let Reader {
@@ -613,25 +637,10 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         let (mut stream, facts) = match result {
             Ok(ok) => ok,
             Err(e @ Error::BinlogPurged { .. }) if policy != MissingBinlogPolicy::Fail => {
-                let skip_to = match policy {
-                    MissingBinlogPolicy::Latest => source.current_end().await,
-                    _ => source.earliest().await,
-                };
-                match skip_to {
-                    Ok(point) => {
-                        tracing::error!(
-                            error = %e,
-                            policy = ?policy,
-                            continue_at = %point,
-                            "the binlog to resume from is gone; skipping ahead as source.onMissingBinlog says"
-                        );
-                        store.start_at(point);
-                    }
-                    Err(e) => {
-                        if !backoff.wait_after(&e, shutdown).await {
-                            return;
-                        }
-                    }
+                if let Err(e) = skip_missing(policy, source, store, &e).await
+                    && !backoff.wait_after(&e, shutdown).await
+                {
+                    return;
                 }
                 continue;
             }
@@ -681,6 +690,21 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                             message: "the server closed the binlog stream".into(),
                         });
                     }
+                    Ok(Some(Err(mysql_async::Error::Server(e))))
+                        if e.code == ER_MASTER_FATAL_READING_BINLOG
+                            && resume.gtid.is_some()
+                            && !facts.files.contains(&resume.start.journal_name) =>
+                    {
+                        // MariaDB cannot start after the cursor's GTID position: the transactions that follow it
+                        // are in purged files too.
+                        return Err(Error::BinlogPurged {
+                            file: format!(
+                                "holding the transactions after GTID {}",
+                                resume.gtid.as_deref().unwrap_or("")
+                            ),
+                            oldest: facts.files.first().cloned().unwrap_or_else(|| "none".into()),
+                        });
+                    }
                     Ok(Some(Err(e))) => {
                         return Err(Error::BinlogDump {
                             position: progress.position(&converter),
@@ -715,6 +739,12 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         }
         .await;
         let _ = stream.close().await;
+        let outcome = match outcome {
+            Err(e @ Error::BinlogPurged { .. }) if policy != MissingBinlogPolicy::Fail => {
+                skip_missing(policy, source, store, &e).await
+            }
+            other => other,
+        };
         if let Err(e) = outcome
             && !backoff.wait_after(&e, shutdown).await
         {

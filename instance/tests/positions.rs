@@ -184,6 +184,33 @@ async fn cursors_carry_the_mariadb_gtid_position() {
     assert_eq!(cursor["gtid"], expected.as_str(), "{meta}");
 }
 
+/// Purges every binlog file but the current one. The server keeps a file a replica is still reading, and a
+/// stopped instance's dump connection may take a moment to go, so this purges until the old files are gone.
+async fn purge_all_but_the_current_file(db: &MariaDb) {
+    let current = current_file(db).await;
+    let deadline = Instant::now() + READY;
+    loop {
+        let mut conn = db.admin().await;
+        conn.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
+            .await
+            .unwrap();
+        let files: Vec<String> = conn
+            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
+                row.get::<String, _>(0).unwrap()
+            })
+            .await
+            .unwrap();
+        if files == [current.clone()] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old binlog files are not purged: {files:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn gtid_binlog_pos(db: &MariaDb) -> String {
     let mut conn = db.admin().await;
     conn.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap()
@@ -237,32 +264,50 @@ async fn a_cursor_whose_file_is_gone_resumes_by_gtid() {
         conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
     }
     exec(&db, "resume_gtid_db", &["INSERT INTO t VALUES (2)"]).await;
-    let current = current_file(&db).await;
-    // The server keeps a file a replica is still reading; the stopped instance's dump connection may take a moment
-    // to go, so purge until the old file is gone.
-    let deadline = Instant::now() + READY;
-    loop {
-        let mut conn = db.admin().await;
-        conn.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
-            .await
-            .unwrap();
-        let files: Vec<String> = conn
-            .query_map("SHOW BINARY LOGS", |row: mysql_async::Row| {
-                row.get::<String, _>(0).unwrap()
-            })
-            .await
-            .unwrap();
-        if files == [current.clone()] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the old binlog files are not purged: {files:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    purge_all_but_the_current_file(&db).await;
     let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
     instance.wait_for_log("resuming by GTID", READY).await;
     // Row 2 follows row 1, which does not come again.
     assert_eq!(ids(&instance.address(), 1).await, ["2"]);
+}
+
+#[tokio::test]
+async fn a_gtid_resume_past_purged_transactions_follows_the_policy() {
+    let db = MariaDb::start(&[]);
+    setup_schema(&db, "gtid_gone_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
+    let dir = tempfile::Builder::new()
+        .prefix("canal-positions-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let port = free_port();
+    let config = standalone_config("example", &db, "gtid_gone_db", port, &dir.join("data")).replace(
+        "  username: canal\n",
+        "  username: canal\n  onMissingBinlog: Earliest\n",
+    );
+    let env = [("CANAL_SOURCE_PASSWORD", "canal")];
+    let mut instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
+    instance.wait_for_log("binlog dump started", READY).await;
+    exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (1)"]).await;
+    assert_eq!(ids(&instance.address(), 1).await, ["1"]);
+    assert_eq!(instance.terminate().await, Some(0));
+
+    // Row 2 follows the cursor's GTID in the file that is then purged: no GTID resume can reach it.
+    exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (2)"]).await;
+    {
+        let mut conn = db.admin().await;
+        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    }
+    exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (3)"]).await;
+    purge_all_but_the_current_file(&db).await;
+    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
+    instance
+        .wait_for_log("skipping ahead as source.onMissingBinlog says", READY)
+        .await;
+    assert!(instance.log().contains("transactions after GTID"), "{}", instance.log());
+    assert_eq!(
+        ids(&instance.address(), 1).await,
+        ["3"],
+        "Earliest continues in the oldest file left"
+    );
 }
