@@ -211,6 +211,26 @@ async fn purge_all_but_the_current_file(db: &MariaDb) {
     }
 }
 
+/// Runs an instance on `schema` until it has delivered row 1 (and its cursor is stored), stops it, and returns how
+/// to start it again with the same config and data.
+async fn consume_row_one_then_stop(db: &MariaDb, schema: &str, source_extra: &str) -> impl Fn() -> InstanceProcess {
+    let dir = tempfile::Builder::new()
+        .prefix("canal-positions-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    let port = free_port();
+    let config = standalone_config("example", db, schema, port, &dir.join("data"))
+        .replace("  username: canal\n", &format!("  username: canal\n{source_extra}"));
+    let start = move || InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    let mut instance = start();
+    instance.wait_for_log("binlog dump started", READY).await;
+    exec(db, schema, &["INSERT INTO t VALUES (1)"]).await;
+    assert_eq!(ids(&instance.address(), 1).await, ["1"]);
+    assert_eq!(instance.terminate().await, Some(0));
+    start
+}
+
 async fn gtid_binlog_pos(db: &MariaDb) -> String {
     let mut conn = db.admin().await;
     conn.query_first("SELECT @@gtid_binlog_pos").await.unwrap().unwrap()
@@ -243,19 +263,7 @@ async fn starts_after_a_mariadb_gtid_position() {
 async fn a_cursor_whose_file_is_gone_resumes_by_gtid() {
     let db = MariaDb::start(&[]);
     setup_schema(&db, "resume_gtid_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
-    let dir = tempfile::Builder::new()
-        .prefix("canal-positions-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let port = free_port();
-    let config = standalone_config("example", &db, "resume_gtid_db", port, &dir.join("data"));
-    let env = [("CANAL_SOURCE_PASSWORD", "canal")];
-    let mut instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
-    instance.wait_for_log("binlog dump started", READY).await;
-    exec(&db, "resume_gtid_db", &["INSERT INTO t VALUES (1)"]).await;
-    assert_eq!(ids(&instance.address(), 1).await, ["1"]);
-    assert_eq!(instance.terminate().await, Some(0));
+    let restart = consume_row_one_then_stop(&db, "resume_gtid_db", "").await;
 
     // The cursor's file goes away (as after a purge, or on another server): the GTID in the cursor is the way on,
     // since the transactions after it are in a file the server still has.
@@ -265,7 +273,7 @@ async fn a_cursor_whose_file_is_gone_resumes_by_gtid() {
     }
     exec(&db, "resume_gtid_db", &["INSERT INTO t VALUES (2)"]).await;
     purge_all_but_the_current_file(&db).await;
-    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
+    let instance = restart();
     instance.wait_for_log("resuming by GTID", READY).await;
     // Row 2 follows row 1, which does not come again.
     assert_eq!(ids(&instance.address(), 1).await, ["2"]);
@@ -275,22 +283,7 @@ async fn a_cursor_whose_file_is_gone_resumes_by_gtid() {
 async fn a_gtid_resume_past_purged_transactions_follows_the_policy() {
     let db = MariaDb::start(&[]);
     setup_schema(&db, "gtid_gone_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
-    let dir = tempfile::Builder::new()
-        .prefix("canal-positions-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let port = free_port();
-    let config = standalone_config("example", &db, "gtid_gone_db", port, &dir.join("data")).replace(
-        "  username: canal\n",
-        "  username: canal\n  onMissingBinlog: Earliest\n",
-    );
-    let env = [("CANAL_SOURCE_PASSWORD", "canal")];
-    let mut instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
-    instance.wait_for_log("binlog dump started", READY).await;
-    exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (1)"]).await;
-    assert_eq!(ids(&instance.address(), 1).await, ["1"]);
-    assert_eq!(instance.terminate().await, Some(0));
+    let restart = consume_row_one_then_stop(&db, "gtid_gone_db", "  onMissingBinlog: Earliest\n").await;
 
     // Row 2 follows the cursor's GTID in the file that is then purged: no GTID resume can reach it.
     exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (2)"]).await;
@@ -300,7 +293,7 @@ async fn a_gtid_resume_past_purged_transactions_follows_the_policy() {
     }
     exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (3)"]).await;
     purge_all_but_the_current_file(&db).await;
-    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &env);
+    let instance = restart();
     instance
         .wait_for_log("skipping ahead as source.onMissingBinlog says", READY)
         .await;
