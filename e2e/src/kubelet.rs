@@ -154,7 +154,7 @@ impl ProcessKubelet {
         }
         for pod in pods.values_mut() {
             if let Some(mut child) = pod.child.take() {
-                wait_or_kill(&mut child, pod.launch.grace.min(Duration::from_secs(10)));
+                wait_or_kill(&mut child, pod.launch.grace.min(Duration::from_secs(10))).await;
             }
         }
     }
@@ -181,13 +181,14 @@ fn signal(pid: u32, name: &str) {
         .status();
 }
 
-fn wait_or_kill(child: &mut Child, grace: Duration) {
+/// Waits up to `grace` for a signalled process to exit, then kills it.
+async fn wait_or_kill(child: &mut Child, grace: Duration) {
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if matches!(child.try_wait(), Ok(Some(_))) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -295,7 +296,7 @@ async fn sync_namespace(
         // A Pod deleted and created again under the same name is a new Pod.
         let stale = pods.lock().unwrap().get(&k).is_some_and(|p| p.uid != uid);
         if stale {
-            stop_process(pods, &k, Duration::ZERO);
+            stop_process(pods, &k, Duration::ZERO).await;
         }
         if pod.metadata.deletion_timestamp.is_some() {
             if terminate(pods, &k, &pod) {
@@ -360,7 +361,7 @@ async fn sync_namespace(
         .cloned()
         .collect();
     for k in gone {
-        stop_process(pods, &k, Duration::from_secs(10));
+        stop_process(pods, &k, Duration::from_secs(10)).await;
         pods.lock().unwrap().remove(&k);
     }
     Ok(())
@@ -407,11 +408,11 @@ fn terminate(pods: &Pods, k: &str, pod: &Pod) -> bool {
     false
 }
 
-fn stop_process(pods: &Pods, k: &str, grace: Duration) {
+async fn stop_process(pods: &Pods, k: &str, grace: Duration) {
     let child = pods.lock().unwrap().get_mut(k).and_then(|p| p.child.take());
     if let Some(mut child) = child {
         signal(child.id(), "TERM");
-        wait_or_kill(&mut child, grace);
+        wait_or_kill(&mut child, grace).await;
     }
 }
 
