@@ -125,20 +125,15 @@ fn validate(config: &InstanceConfig) -> Result<()> {
         if start.timestamp.is_some_and(|ms| ms <= 0) {
             return Err(invalid("start.timestamp", "must be milliseconds since the epoch"));
         }
-        if let Some(gtid) = &start.gtid {
-            let valid = gtid.split(',').all(|part| {
-                let numbers: Vec<&str> = part.trim().split('-').collect();
-                numbers.len() == 3
-                    && numbers
-                        .iter()
-                        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-            });
-            if !valid {
-                return Err(invalid(
-                    "start.gtid",
-                    "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7",
-                ));
-            }
+        if start
+            .gtid
+            .as_deref()
+            .is_some_and(|g| crate::gtid::mariadb_position(g).is_none())
+        {
+            return Err(invalid(
+                "start.gtid",
+                "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7",
+            ));
         }
         if start.position < 4 {
             return Err(invalid(

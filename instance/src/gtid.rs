@@ -28,6 +28,28 @@ impl fmt::Display for Gtid {
     }
 }
 
+/// A MariaDB GTID position (`domain-server-seq[,...]`) with its parts trimmed; `None` when it is not one. Only
+/// digits, dashes and commas pass, so the result can be quoted into a statement.
+pub fn mariadb_position(text: &str) -> Option<String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let valid = parts.iter().all(|part| {
+        let numbers: Vec<&str> = part.split('-').collect();
+        numbers.len() == 3
+            && numbers
+                .iter()
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    valid.then(|| parts.join(","))
+}
+
+/// A MySQL GTID source: the server UUID in text form, with `:tag` for MySQL 8.4 tagged GTIDs.
+pub fn mysql_source(uuid: &[u8; 16], tag: Option<impl fmt::Display>) -> String {
+    match tag {
+        Some(tag) => format!("{}:{tag}", uuid_text(uuid)),
+        None => uuid_text(uuid),
+    }
+}
+
 /// A server UUID in MySQL's text form.
 pub fn uuid_text(uuid: &[u8; 16]) -> String {
     format!(
@@ -112,6 +134,14 @@ impl GtidPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mariadb_positions_are_checked_and_trimmed() {
+        assert_eq!(mariadb_position("0-1-100, 1-2-7").as_deref(), Some("0-1-100,1-2-7"));
+        for bad in ["", "0-1", "0-1-x", "0-1-2,", "0-1-2'; DROP"] {
+            assert_eq!(mariadb_position(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mariadb_position_keeps_the_last_gtid_of_each_domain() {

@@ -654,21 +654,8 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         tracing::info!(position = %resume, server = %facts.version, server_id = facts.server_id, "binlog dump started");
         let mut converter = Converter::new(options.clone(), filter.clone(), &resume);
         converter.set_server_files(facts.files.clone());
-        if facts.mariadb {
-            // Domains that see no transaction after the start must still be in the cursors' GTID position. A dump
-            // that started by GTID starts from that very position.
-            let by_gtid = !facts.files.contains(&resume.start.journal_name);
-            let seed = match &resume.gtid {
-                Some(gtid) if by_gtid => Ok(Some(gtid.clone())),
-                _ => source.gtid_position(&resume).await,
-            };
-            match seed {
-                Ok(Some(position)) => converter.seed_gtid_position(&position),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the GTID position at the start; cursors show only the domains seen from now on")
-                }
-            }
+        if let Some(position) = &facts.gtid_position {
+            converter.seed_gtid_position(position);
         }
         let mut progress = Progress::new(store, position);
         let outcome: Result<()> = async {
@@ -691,9 +678,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                         });
                     }
                     Ok(Some(Err(mysql_async::Error::Server(e))))
-                        if e.code == ER_MASTER_FATAL_READING_BINLOG
-                            && resume.gtid.is_some()
-                            && !facts.files.contains(&resume.start.journal_name) =>
+                        if e.code == ER_MASTER_FATAL_READING_BINLOG && facts.by_gtid =>
                     {
                         // MariaDB cannot start after the cursor's GTID position: the transactions that follow it
                         // are in purged files too.

@@ -12,26 +12,6 @@ use crate::error::{Error, Result};
 use crate::meta::SourceAddress;
 use crate::position::ResumePoint;
 
-/// A MariaDB GTID position (`domain-server-seq[,...]`), checked so it can be quoted into a statement.
-fn checked_gtid(gtid: &str) -> Result<String> {
-    let valid = !gtid.is_empty()
-        && gtid.split(',').all(|part| {
-            let numbers: Vec<&str> = part.trim().split('-').collect();
-            numbers.len() == 3
-                && numbers
-                    .iter()
-                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        });
-    if valid {
-        Ok(gtid.split(',').map(str::trim).collect::<Vec<_>>().join(","))
-    } else {
-        Err(Error::ConfigInvalid {
-            field: "GTID position".into(),
-            message: format!("`{gtid}` is not a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7"),
-        })
-    }
-}
-
 /// MariaDB's GTID event type code, which mysql_common reads as an unknown event.
 const MARIADB_GTID_EVENT: u8 = 162;
 /// MySQL's "access denied" error.
@@ -49,6 +29,10 @@ pub struct ServerFacts {
     pub server_id: u32,
     /// The binlog files the server has, oldest first (filled in by [`BinlogSource::dump`]).
     pub files: Vec<String>,
+    /// The dump started after a GTID position because the file to resume from is not on the server.
+    pub by_gtid: bool,
+    /// MariaDB's GTID position where the dump starts, when known: what cursors' GTID positions grow from.
+    pub gtid_position: Option<String>,
 }
 
 /// A MySQL or MariaDB server to dump the binlog from.
@@ -179,6 +163,8 @@ impl BinlogSource {
             mariadb,
             server_id,
             files: Vec::new(),
+            by_gtid: false,
+            gtid_position: None,
         })
     }
 
@@ -216,23 +202,6 @@ impl BinlogSource {
 
     pub fn missing_binlog_policy(&self) -> canal_api::MissingBinlogPolicy {
         self.on_missing_binlog
-    }
-
-    /// MariaDB's GTID position at a transaction boundary (`BINLOG_GTID_POS`), if it has one there.
-    pub async fn gtid_position(&self, at: &ResumePoint) -> Result<Option<String>> {
-        let mut conn = self.connect().await?;
-        let position: Option<Option<String>> = conn
-            .exec_first(
-                "SELECT BINLOG_GTID_POS(?, ?)",
-                (&at.start.journal_name, at.start.position),
-            )
-            .await
-            .map_err(|source| Error::SourceQuery {
-                query: "SELECT BINLOG_GTID_POS".into(),
-                source,
-            })?;
-        let _ = conn.disconnect().await;
-        Ok(position.flatten().filter(|p| !p.is_empty()))
     }
 
     /// The first event of the oldest binlog the server has.
@@ -361,14 +330,18 @@ impl BinlogSource {
     /// Registers as a replica and starts the binlog dump at `from`.
     pub async fn dump(&self, from: &ResumePoint) -> Result<(BinlogStream, ServerFacts)> {
         let mut conn = self.connect().await?;
-        let facts = self.check(&mut conn).await?;
-        let mut facts = facts;
+        let mut facts = self.check(&mut conn).await?;
         let files = self.binlog_files(&mut conn).await?;
         let by_gtid = if files.contains(&from.start.journal_name) {
             None
         } else {
             match (&from.gtid, facts.mariadb) {
-                (Some(gtid), true) => Some(checked_gtid(gtid)?),
+                (Some(gtid), true) => {
+                    Some(crate::gtid::mariadb_position(gtid).ok_or_else(|| Error::ConfigInvalid {
+                        field: "GTID position".into(),
+                        message: format!("`{gtid}` is not a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7"),
+                    })?)
+                }
                 _ => {
                     return Err(Error::BinlogPurged {
                         file: from.start.journal_name.clone(),
@@ -378,6 +351,27 @@ impl BinlogSource {
             }
         };
         facts.files = files;
+        facts.by_gtid = by_gtid.is_some();
+        // Domains that see no transaction after the start must still be in the cursors' GTID position.
+        facts.gtid_position = match &by_gtid {
+            Some(gtid) => Some(gtid.clone()),
+            None if facts.mariadb => {
+                let position: std::result::Result<Option<Option<String>>, _> = conn
+                    .exec_first(
+                        "SELECT BINLOG_GTID_POS(?, ?)",
+                        (&from.start.journal_name, from.start.position),
+                    )
+                    .await;
+                match position {
+                    Ok(position) => position.flatten().filter(|p| !p.is_empty()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the GTID position at the start; cursors show only the domains seen from now on");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let heartbeat_ns = HEARTBEAT_PERIOD.as_nanos();
         for setting in [
             format!("SET @master_heartbeat_period = {heartbeat_ns}"),

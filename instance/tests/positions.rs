@@ -22,8 +22,9 @@ async fn current_file(db: &MariaDb) -> String {
     row.get(0).unwrap()
 }
 
-/// Starts an instance reading `schema` with `extra` in its source section and `start` appended.
-fn spawn(db: &MariaDb, schema: &str, source_extra: &str, start: &str) -> (InstanceProcess, String) {
+/// How to start (and start again, with the same config and data) an instance reading `schema`, with
+/// `source_extra` in its source section and `start` appended to its config.
+fn launcher(db: &MariaDb, schema: &str, source_extra: &str, start: &str) -> impl Fn() -> InstanceProcess + use<> {
     let dir = tempfile::Builder::new()
         .prefix("canal-positions-")
         .tempdir()
@@ -33,9 +34,19 @@ fn spawn(db: &MariaDb, schema: &str, source_extra: &str, start: &str) -> (Instan
     let config = standalone_config("example", db, schema, port, &dir.join("data"))
         .replace("  username: canal\n", &format!("  username: canal\n{source_extra}"))
         + start;
-    let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    move || InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")])
+}
+
+/// Starts an instance reading `schema`; see [`launcher`].
+fn spawn(db: &MariaDb, schema: &str, source_extra: &str, start: &str) -> (InstanceProcess, String) {
+    let instance = launcher(db, schema, source_extra, start)();
     let address = instance.address();
     (instance, address)
+}
+
+async fn flush_binary_logs(db: &MariaDb) {
+    let mut conn = db.admin().await;
+    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
 }
 
 async fn ids(address: &str, count: usize) -> Vec<String> {
@@ -87,10 +98,7 @@ async fn a_purged_binlog_is_named_and_the_policy_decides() {
     let db = MariaDb::start(&[]);
     setup_schema(&db, "purged_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
     let purged = current_file(&db).await;
-    {
-        let mut conn = db.admin().await;
-        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    }
+    flush_binary_logs(&db).await;
     let kept = current_file(&db).await;
     exec(&db, "purged_db", &["INSERT INTO t VALUES (1)"]).await;
     {
@@ -214,15 +222,7 @@ async fn purge_all_but_the_current_file(db: &MariaDb) {
 /// Runs an instance on `schema` until it has delivered row 1 (and its cursor is stored), stops it, and returns how
 /// to start it again with the same config and data.
 async fn consume_row_one_then_stop(db: &MariaDb, schema: &str, source_extra: &str) -> impl Fn() -> InstanceProcess {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-positions-")
-        .tempdir()
-        .unwrap()
-        .keep();
-    let port = free_port();
-    let config = standalone_config("example", db, schema, port, &dir.join("data"))
-        .replace("  username: canal\n", &format!("  username: canal\n{source_extra}"));
-    let start = move || InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
+    let start = launcher(db, schema, source_extra, "");
     let mut instance = start();
     instance.wait_for_log("binlog dump started", READY).await;
     exec(db, schema, &["INSERT INTO t VALUES (1)"]).await;
@@ -267,10 +267,7 @@ async fn a_cursor_whose_file_is_gone_resumes_by_gtid() {
 
     // The cursor's file goes away (as after a purge, or on another server): the GTID in the cursor is the way on,
     // since the transactions after it are in a file the server still has.
-    {
-        let mut conn = db.admin().await;
-        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    }
+    flush_binary_logs(&db).await;
     exec(&db, "resume_gtid_db", &["INSERT INTO t VALUES (2)"]).await;
     purge_all_but_the_current_file(&db).await;
     let instance = restart();
@@ -287,10 +284,7 @@ async fn a_gtid_resume_past_purged_transactions_follows_the_policy() {
 
     // Row 2 follows the cursor's GTID in the file that is then purged: no GTID resume can reach it.
     exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (2)"]).await;
-    {
-        let mut conn = db.admin().await;
-        conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    }
+    flush_binary_logs(&db).await;
     exec(&db, "gtid_gone_db", &["INSERT INTO t VALUES (3)"]).await;
     purge_all_but_the_current_file(&db).await;
     let instance = restart();

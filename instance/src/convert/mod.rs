@@ -20,7 +20,7 @@ use prost::Message;
 use crate::ddl;
 use crate::error::{Error, Result};
 use crate::filter::{FieldFilter, TableFilter};
-use crate::gtid::{Gtid, GtidPosition, uuid_text};
+use crate::gtid::{Gtid, GtidPosition, mysql_source};
 use crate::position::{BinlogPosition, ResumePoint};
 use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, RowData, TransactionBegin, TransactionEnd};
 use crate::proto::{EntryType, EventType, pair};
@@ -204,12 +204,8 @@ impl Converter {
             }
             Some(EventData::GtidEvent(gtid)) => {
                 self.gtid_start = Some(info.offset);
-                let mut source = uuid_text(&gtid.sid());
-                if let Some(tag) = gtid.tag() {
-                    source = format!("{source}:{tag}");
-                }
                 self.txn_gtid = Some(Gtid::MySql {
-                    source,
+                    source: mysql_source(&gtid.sid(), gtid.tag()),
                     gno: gtid.gno(),
                 });
                 Vec::new()
@@ -217,10 +213,7 @@ impl Converter {
             Some(EventData::PreviousGtidsEvent(previous)) => {
                 // The GTID set of everything before this file: where a cursor's set starts.
                 for sid in previous.sids() {
-                    let mut source = uuid_text(&sid.uuid());
-                    if let Some(tag) = sid.tag() {
-                        source = format!("{source}:{tag}");
-                    }
+                    let source = mysql_source(&sid.uuid(), sid.tag());
                     self.gtids
                         .seed_mysql(&source, sid.intervals().iter().map(|i| (i.start(), i.end())));
                 }
