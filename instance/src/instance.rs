@@ -5,7 +5,7 @@
 //! [`run`] owns the reader loop, reconnects to the source with backoff, logs progress, and shuts down in the order
 //! that loses nothing: stop serving, write cursors, then hand the running node over.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::filter::TableFilter;
 use crate::ha::{Election, Leadership, Lease, Standing};
 use crate::health;
+use crate::history::SchemaHistory;
 use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
@@ -363,6 +364,52 @@ fn convert_options(settings: &Settings) -> ConvertOptions {
     }
 }
 
+/// The destination's schema history as persisted, or, the first time, seeded from `information_schema`. A seed that
+/// cannot be read is logged and the history starts empty: tables whose binlog lacks metadata then show positional
+/// column names until their CREATE TABLE is read.
+async fn load_schema_history(meta: &Meta, source: &BinlogSource) -> Arc<Mutex<SchemaHistory>> {
+    let mut history = match meta.schema_history().await {
+        Ok(tables) => SchemaHistory::from_tables(tables),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the stored schema history; rebuilding it from information_schema");
+            SchemaHistory::default()
+        }
+    };
+    if history.is_empty() {
+        match source.table_definitions().await {
+            Ok((tables, at)) => {
+                tracing::info!(tables = tables.len(), position = %at, "schema history seeded from information_schema");
+                history.seed(tables, &at);
+                let seeded = history.take_changed();
+                if let Err(e) = meta.save_schema_history(seeded.clone()).await {
+                    tracing::warn!(error = %e, "cannot store the schema history yet; retrying with the next change");
+                    history.unsaved(&seeded);
+                }
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot read information_schema to seed the schema history; without binlog_row_metadata=FULL, \
+                 tables not created in the binlog read from here show columns as @0, @1, ..."
+            ),
+        }
+    }
+    Arc::new(Mutex::new(history))
+}
+
+/// Stores the schema history's new versions before any entry after the DDL that made them reaches the store, so a
+/// cursor never passes a DDL whose effect could be lost.
+async fn save_schema_history(meta: &Meta, history: &Mutex<SchemaHistory>) -> Result<()> {
+    let changed = history.lock().unwrap_or_else(|p| p.into_inner()).take_changed();
+    if changed.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = meta.save_schema_history(changed.clone()).await {
+        history.lock().unwrap_or_else(|p| p.into_inner()).unsaved(&changed);
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Serves one term: find the start, dump into a fresh store, until `stop`.
 async fn serve_term(
     settings: &Settings,
@@ -390,6 +437,7 @@ async fn serve_term(
         tracing::info!(position = %start, "binlog dump starts");
         store.start_at(start.clone());
         let options = convert_options(settings);
+        let history = load_schema_history(&term.meta, source).await;
         let reader = Reader {
             source,
             store: &store,
@@ -398,6 +446,8 @@ async fn serve_term(
             options: &options,
             lease: lease.as_ref(),
             position: &destination.position,
+            meta: &term.meta,
+            history: &history,
         };
         read_binlog(reader, stop).await;
     }
@@ -588,6 +638,8 @@ struct Reader<'a> {
     /// In ZooKeeper mode, the proof of being active.
     lease: Option<&'a Lease>,
     position: &'a SharedPosition,
+    meta: &'a Meta,
+    history: &'a Arc<Mutex<SchemaHistory>>,
 }
 
 /// MySQL's error for a binlog dump the server cannot serve (MariaDB: "Could not find GTID state requested").
@@ -624,6 +676,8 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         options,
         lease,
         position,
+        meta,
+        history,
     } = reader;
     let mut backoff = Backoff::default();
     let policy = source.missing_binlog_policy();
@@ -652,7 +706,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
             }
         };
         tracing::info!(position = %resume, server = %facts.version, server_id = facts.server_id, "binlog dump started");
-        let mut converter = Converter::new(options.clone(), filter.clone(), &resume);
+        let mut converter = Converter::new(options.clone(), filter.clone(), &resume).with_history(history.clone());
         converter.set_server_files(facts.files.clone());
         if let Some(position) = &facts.gtid_position {
             converter.seed_gtid_position(position);
@@ -709,7 +763,9 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                     0 => jiff::Timestamp::now().as_millisecond(),
                     seconds => seconds as i64 * 1000,
                 };
-                for entry in converter.convert(&event)? {
+                let entries = converter.convert(&event)?;
+                save_schema_history(meta, history).await?;
+                for entry in entries {
                     progress.rows += entry.rows as u64;
                     let put = tokio::select! {
                         _ = shutdown.cancelled() => return Ok(()),

@@ -20,6 +20,7 @@ pub mod filter;
 pub mod gtid;
 pub mod ha;
 pub mod health;
+pub mod history;
 pub mod instance;
 pub mod meta;
 pub mod metrics;

@@ -5,9 +5,14 @@
 //! table as it was when the row was written. `mysqlType` is rebuilt from the binlog type and its metadata (display
 //! widths are MySQL's defaults, since the binlog does not carry them).
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::ColumnType;
+
+use crate::history::ColumnDef;
 
 /// The binary pseudo character set: such columns hold bytes, not text.
 pub const BINARY_COLLATION: u16 = 63;
@@ -20,6 +25,8 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     /// Whether the table map carried column names (binlog_row_metadata=FULL).
     pub has_names: bool,
+    /// Whether the table map carried signedness (binlog_row_metadata MINIMAL or FULL; not NO_LOG or MySQL 5.7).
+    pub has_signedness: bool,
 }
 
 /// One column of a [`TableInfo`].
@@ -92,6 +99,9 @@ impl TableInfo {
         let (mut enums, mut sets) = members(tme).map_err(|e| fail(format!("ENUM/SET metadata: {e}")))?;
 
         let mut has_names = true;
+        let has_signedness = tme
+            .iter_optional_meta()
+            .any(|f| matches!(f, Ok(OptionalMetadataField::Signedness(_))));
         let mut columns = Vec::with_capacity(count);
         for index in 0..count {
             let column_type = tme
@@ -149,8 +159,144 @@ impl TableInfo {
             table,
             columns,
             has_names,
+            has_signedness,
         })
     }
+
+    /// Completes a table map that lacks metadata with the definition from the schema history: names, primary key
+    /// and ENUM/SET members, plus signedness and character sets when the map lacks them too.
+    /// What the map itself says always wins. Fails, changing nothing, when the definition does not fit the map (a
+    /// different column count or type), since decoding under the wrong names is worse than under none.
+    pub fn complete_from(&mut self, definition: &[ColumnDef]) -> Result<(), String> {
+        if definition.len() != self.columns.len() {
+            return Err(format!(
+                "the schema history has {} columns, the binlog {}",
+                definition.len(),
+                self.columns.len()
+            ));
+        }
+        for (column, def) in self.columns.iter().zip(definition) {
+            if !fits(column.column_type, def.base_type()) {
+                return Err(format!(
+                    "column {} is {:?} in the binlog but `{}` {} in the schema history",
+                    column.index, column.column_type, def.name, def.type_text
+                ));
+            }
+        }
+        for (column, def) in self.columns.iter_mut().zip(definition) {
+            if !self.has_names {
+                column.name = def.name.clone();
+                column.primary_key = def.primary_key;
+                if column.members.is_empty() {
+                    column.members = def.members.clone();
+                }
+            }
+            if !self.has_signedness {
+                column.unsigned = column.column_type.is_numeric_type() && def.unsigned();
+            }
+            if column.collation == 0 {
+                column.collation = def.charset.as_deref().map(default_collation).unwrap_or(0);
+            }
+            column.mysql_type = mysql_type(column);
+        }
+        self.has_names = true;
+        Ok(())
+    }
+}
+
+/// Whether a binlog column type can hold a column declared as `base` (the leading keyword of its SQL type).
+fn fits(column_type: ColumnType, base: &str) -> bool {
+    use ColumnType::*;
+    let allowed: &[&str] = match column_type {
+        MYSQL_TYPE_TINY => &["tinyint", "bool", "boolean", "int1"],
+        MYSQL_TYPE_SHORT => &["smallint", "int2"],
+        MYSQL_TYPE_INT24 => &["mediumint", "int3", "middleint"],
+        MYSQL_TYPE_LONG => &["int", "integer", "int4"],
+        MYSQL_TYPE_LONGLONG => &["bigint", "int8", "serial"],
+        MYSQL_TYPE_FLOAT => &["float", "float4"],
+        MYSQL_TYPE_DOUBLE => &["double", "real", "float8", "float"],
+        MYSQL_TYPE_NEWDECIMAL | MYSQL_TYPE_DECIMAL => &["decimal", "numeric", "dec", "fixed", "number"],
+        MYSQL_TYPE_BIT => &["bit", "bool", "boolean"],
+        MYSQL_TYPE_YEAR => &["year"],
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => &["date"],
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => &["datetime"],
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => &["timestamp"],
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => &["time"],
+        MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => &[
+            "varchar",
+            "varbinary",
+            "character",
+            "nvarchar",
+            "nchar",
+            "char",
+            "inet6",
+            "inet4",
+            "uuid",
+        ],
+        MYSQL_TYPE_STRING => &[
+            "char",
+            "binary",
+            "character",
+            "nchar",
+            "enum",
+            "set",
+            "inet6",
+            "inet4",
+            "uuid",
+        ],
+        MYSQL_TYPE_ENUM => &["enum"],
+        MYSQL_TYPE_SET => &["set"],
+        MYSQL_TYPE_BLOB | MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB => &[
+            "blob",
+            "tinyblob",
+            "mediumblob",
+            "longblob",
+            "text",
+            "tinytext",
+            "mediumtext",
+            "longtext",
+            "json",
+            "long",
+        ],
+        MYSQL_TYPE_JSON => &["json"],
+        MYSQL_TYPE_GEOMETRY => &[
+            "geometry",
+            "point",
+            "linestring",
+            "polygon",
+            "multipoint",
+            "multilinestring",
+            "multipolygon",
+            "geometrycollection",
+        ],
+        _ => return true,
+    };
+    allowed.contains(&base)
+}
+
+/// The default collation id of a character set named as `information_schema` or a DDL names it; 0 when unknown.
+fn default_collation(charset: &str) -> u16 {
+    static DEFAULTS: LazyLock<HashMap<String, u16>> = LazyLock::new(|| {
+        let mut defaults = HashMap::new();
+        for id in 1..=2047u16 {
+            let c = Collation::resolve(CollationId::from(id));
+            if c.is_default() && c.id() as u16 == id {
+                defaults.entry(c.charset().to_ascii_lowercase()).or_insert(id);
+            }
+        }
+        defaults
+    });
+    let charset = charset.to_ascii_lowercase();
+    let alias = match charset.as_str() {
+        "utf8" => "utf8mb3",
+        "utf8mb3" => "utf8",
+        other => other,
+    };
+    DEFAULTS
+        .get(&charset)
+        .or_else(|| DEFAULTS.get(alias))
+        .copied()
+        .unwrap_or(0)
 }
 
 type Members = std::vec::IntoIter<Vec<String>>;

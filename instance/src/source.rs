@@ -9,8 +9,12 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 
 use crate::config::Settings;
 use crate::error::{Error, Result};
+use crate::history::ColumnDef;
 use crate::meta::SourceAddress;
-use crate::position::ResumePoint;
+use crate::position::{BinlogPosition, ResumePoint};
+
+/// A table's name and columns: `(schema, table, columns)`.
+pub type TableDefinition = (String, String, Vec<ColumnDef>);
 
 /// MariaDB's GTID event type code, which mysql_common reads as an unknown event.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -198,6 +202,43 @@ impl BinlogSource {
             }
         }
         Err(self.unusable("cannot read the binlog position (SHOW MASTER STATUS); grant REPLICATION CLIENT".into()))
+    }
+
+    /// Every base table's current columns from `information_schema`, and the binlog position they describe: what
+    /// a new schema history starts from. Read twice if a DDL moved the binlog meanwhile.
+    pub async fn table_definitions(&self) -> Result<(Vec<TableDefinition>, BinlogPosition)> {
+        const QUERY: &str = "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.COLUMN_KEY, \
+             c.CHARACTER_SET_NAME FROM information_schema.COLUMNS c JOIN information_schema.TABLES t \
+             ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
+             WHERE t.TABLE_TYPE = 'BASE TABLE' \
+             AND c.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+             ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
+        let mut conn = self.connect().await?;
+        let mut attempt = 0;
+        let outcome = loop {
+            attempt += 1;
+            let before = self.binlog_end(&mut conn).await?;
+            type Row = (String, String, String, String, String, Option<String>);
+            let rows: Vec<Row> = conn.query(QUERY).await.map_err(|source| Error::SourceQuery {
+                query: QUERY.into(),
+                source,
+            })?;
+            let after = self.binlog_end(&mut conn).await?;
+            if before.start != after.start && attempt < 3 {
+                continue;
+            }
+            let mut tables: Vec<TableDefinition> = Vec::new();
+            for (schema, table, name, column_type, key, charset) in rows {
+                let column = ColumnDef::from_information_schema(name, &column_type, key == "PRI", charset);
+                match tables.last_mut() {
+                    Some((s, t, columns)) if *s == schema && *t == table => columns.push(column),
+                    _ => tables.push((schema, table, vec![column])),
+                }
+            }
+            break (tables, after.start);
+        };
+        let _ = conn.disconnect().await;
+        Ok(outcome)
     }
 
     pub fn missing_binlog_policy(&self) -> canal_api::MissingBinlogPolicy {

@@ -65,6 +65,18 @@ impl Paths {
         format!("{}/{client_id}/running", self.destination)
     }
 
+    /// canal-rs's schema history (canal lists only the numeric children of a destination as clients).
+    pub fn schema_history(&self) -> String {
+        format!("{}/schema-history", self.destination)
+    }
+
+    /// One table's node under [`Paths::schema_history`]: `schema.table`, with `%`, `/` and `.` inside the names
+    /// percent-encoded.
+    pub fn schema_history_table(&self, schema: &str, table: &str) -> String {
+        let encode = |name: &str| name.replace('%', "%25").replace('/', "%2F").replace('.', "%2E");
+        format!("{}/{}.{}", self.schema_history(), encode(schema), encode(table))
+    }
+
     pub fn filter(&self, client_id: i16) -> String {
         format!("{}/{client_id}/filter", self.destination)
     }

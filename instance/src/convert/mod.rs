@@ -6,9 +6,9 @@
 
 pub mod value;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use crate::ddl;
 use crate::error::{Error, Result};
 use crate::filter::{FieldFilter, TableFilter};
 use crate::gtid::{Gtid, GtidPosition, mysql_source};
+use crate::history::{Change, SchemaHistory};
 use crate::position::{BinlogPosition, ResumePoint};
 use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, RowData, TransactionBegin, TransactionEnd};
 use crate::proto::{EntryType, EventType, pair};
@@ -118,6 +119,9 @@ pub struct Converter {
     gtids: GtidPosition,
     /// The server's binlog files, to read the name in a connection's first ROTATE.
     files: Vec<String>,
+    history: Option<Arc<Mutex<SchemaHistory>>>,
+    /// `(schema, table, reason)` already warned about, so a table without metadata is reported once.
+    history_warnings: HashSet<(String, String, String)>,
 }
 
 /// Event header facts every entry needs.
@@ -147,6 +151,8 @@ impl Converter {
             txn_gtid: None,
             gtids: GtidPosition::default(),
             files: Vec::new(),
+            history: None,
+            history_warnings: HashSet::new(),
         }
     }
 
@@ -188,8 +194,11 @@ impl Converter {
                 Vec::new()
             }
             Some(EventData::TableMapEvent(tme)) => {
-                let info = TableInfo::from_table_map(&tme, self.mariadb)
+                let mut info = TableInfo::from_table_map(&tme, self.mariadb)
                     .map_err(|e| self.decode_error(offset, e.to_string()))?;
+                if !info.has_names || !info.has_signedness {
+                    self.complete_from_history(&mut info, offset);
+                }
                 let names: Vec<&str> = info.columns.iter().map(|c| c.name.as_str()).collect();
                 let delivered = self.options.fields.mask(&info.schema, &info.table, &names);
                 self.tables.insert(
@@ -304,6 +313,75 @@ impl Converter {
             rows,
             resume_after,
             gtid: None,
+        }
+    }
+
+    /// Keeps a schema history: DDL read from the binlog is recorded in it, and table maps without column metadata
+    /// are completed from it.
+    pub fn with_history(mut self, history: Arc<Mutex<SchemaHistory>>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    fn history(&self) -> Option<MutexGuard<'_, SchemaHistory>> {
+        self.history
+            .as_ref()
+            .map(|h| h.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn complete_from_history(&mut self, info: &mut TableInfo, offset: u64) {
+        let at = BinlogPosition {
+            journal_name: self.journal.clone(),
+            position: offset,
+        };
+        let outcome = match self.history() {
+            None => return,
+            Some(history) => match history.columns_at(&info.schema, &info.table, &at) {
+                Some(definition) => info.complete_from(definition),
+                None => Err("the schema history has no definition of the table here".to_string()),
+            },
+        };
+        if let Err(reason) = outcome {
+            // Table maps repeat with every transaction: say it once per table and reason.
+            if self
+                .history_warnings
+                .insert((info.schema.clone(), info.table.clone(), reason.clone()))
+            {
+                tracing::warn!(
+                    table = %format!("{}.{}", info.schema, info.table),
+                    position = %at,
+                    reason = %reason,
+                    "the binlog has no column metadata for this table and the schema history cannot supply it: \
+                     columns are reported as @0, @1, ...; set binlog_row_metadata=FULL on the server"
+                );
+            }
+        }
+    }
+
+    fn record_ddl(&mut self, sql: &str, session_schema: &str, offset: u64) {
+        let at = BinlogPosition {
+            journal_name: self.journal.clone(),
+            position: offset,
+        };
+        let Some(mut history) = self.history() else {
+            return;
+        };
+        for change in history.apply_ddl(sql, session_schema, &at) {
+            match change {
+                Change::Defined { schema, table } => {
+                    tracing::info!(table = %format!("{schema}.{table}"), position = %at, "schema history: new table definition")
+                }
+                Change::Removed { schema, table } => {
+                    tracing::info!(table = %format!("{schema}.{table}"), position = %at, "schema history: table removed")
+                }
+                Change::Unknown { schema, table, reason } => tracing::warn!(
+                    table = %format!("{schema}.{table}"),
+                    position = %at,
+                    reason = %reason,
+                    "schema history: cannot follow this DDL; the table's columns are unknown from here on unless the \
+                     binlog carries binlog_row_metadata=FULL"
+                ),
+            }
         }
     }
 
@@ -429,6 +507,9 @@ impl Converter {
             return Vec::new();
         }
         let statement = ddl::classify(sql);
+        if statement.is_ddl() && statement.event_type != EventType::Query {
+            self.record_ddl(sql, session_schema, info.offset);
+        }
         let schema = if statement.schema.is_empty() {
             session_schema
         } else {

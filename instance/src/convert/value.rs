@@ -70,6 +70,12 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
                 Value::Int(i) if column.column_type == MYSQL_TYPE_INT24 && !column.unsigned && i >= 1 << 23 => {
                     ((i - (1 << 24)).to_string(), false)
                 }
+                // Without signedness in the table map (NO_LOG, MySQL 5.7) the decoder reads every integer signed;
+                // the schema history says it is unsigned.
+                Value::Int(i) if column.unsigned && i < 0 => {
+                    let unsigned = i128::from(i) + (1i128 << integer_bits(column.column_type));
+                    (unsigned.to_string(), exceeds_signed(column.column_type, unsigned))
+                }
                 Value::Int(i) => (
                     i.to_string(),
                     column.unsigned && exceeds_signed(column.column_type, i as i128),
@@ -181,6 +187,18 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
             sql_type: sql_type::OTHER,
             value: None,
         }),
+    }
+}
+
+/// The storage width of an integer column type.
+fn integer_bits(column_type: ColumnType) -> u32 {
+    use ColumnType::*;
+    match column_type {
+        MYSQL_TYPE_TINY => 8,
+        MYSQL_TYPE_SHORT => 16,
+        MYSQL_TYPE_INT24 => 24,
+        MYSQL_TYPE_LONG => 32,
+        _ => 64,
     }
 }
 

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LogPosition;
 use crate::error::{Error, Result};
+use crate::history::TableHistory;
 
 /// canal's `ClientIdentity`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -180,26 +181,84 @@ impl MetaStore {
     }
 
     fn persist(&self, data: &MetaData) -> Result<()> {
-        let fail = |message: String| Error::Meta {
+        let json = serde_json::to_vec(data).map_err(|e| Error::Meta {
             path: self.path.clone(),
-            message,
-        };
-        let json = serde_json::to_vec(data).map_err(|e| fail(e.to_string()))?;
-        let tmp = self.path.with_extension("dat.tmp");
-        let mut file = File::create(&tmp).map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
-        file.write_all(&json)
-            .map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
-        file.sync_all()
-            .map_err(|e| fail(format!("cannot fsync {}: {e}", tmp.display())))?;
-        fs::rename(&tmp, &self.path).map_err(|e| fail(format!("cannot rename {}: {e}", tmp.display())))?;
-        // The rename is durable only once the directory entry is.
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| fail(format!("cannot fsync {}: {e}", dir.display())))?;
-        }
-        Ok(())
+            message: e.to_string(),
+        })?;
+        write_atomically(&self.path, &json)
     }
+
+    fn history_path(&self) -> PathBuf {
+        self.path.with_file_name(HISTORY_FILE)
+    }
+
+    /// The persisted schema history (empty when none was written yet).
+    pub fn schema_history(&self) -> Result<Vec<TableHistory>> {
+        let path = self.history_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Meta {
+                path,
+                message: format!(
+                    "unreadable ({e}); move it away to rebuild the schema history from information_schema"
+                ),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(Error::Meta {
+                path,
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Replaces the stored versions of the `changed` tables. Durable when this returns.
+    pub fn save_schema_history(&self, changed: Vec<TableHistory>) -> Result<()> {
+        // The cursor lock also orders history writes, so two writers never interleave.
+        let _guard = self.lock();
+        let mut all = self.schema_history()?;
+        for table in changed {
+            match all
+                .iter_mut()
+                .find(|t| t.schema == table.schema && t.table == table.table)
+            {
+                Some(existing) => *existing = table,
+                None => all.push(table),
+            }
+        }
+        let path = self.history_path();
+        let json = serde_json::to_vec(&all).map_err(|e| Error::Meta {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomically(&path, &json)
+    }
+}
+
+/// The schema history's file, beside `meta.dat`.
+const HISTORY_FILE: &str = "schema-history.json";
+
+/// Writes `bytes` to a temporary file, fsyncs it and renames it over `path`, so a crash leaves the old or the new
+/// content, never a torn file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let fail = |message: String| Error::Meta {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = File::create(&tmp).map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
+    file.write_all(bytes)
+        .map_err(|e| fail(format!("cannot write {}: {e}", tmp.display())))?;
+    file.sync_all()
+        .map_err(|e| fail(format!("cannot fsync {}: {e}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(|e| fail(format!("cannot rename {}: {e}", tmp.display())))?;
+    // The rename is durable only once the directory entry is.
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(format!("cannot fsync {}: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

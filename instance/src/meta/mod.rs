@@ -7,6 +7,7 @@ pub mod zk;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::history::TableHistory;
 use crate::position::ResumePoint;
 use crate::store::Boundary;
 
@@ -195,6 +196,28 @@ impl Meta {
         match self {
             Meta::File(_) => None,
             Meta::ZooKeeper(zk) => zk.client_running_address(client_id).await,
+        }
+    }
+
+    /// The persisted schema history.
+    pub async fn schema_history(&self) -> Result<Vec<TableHistory>> {
+        match self {
+            Meta::File(store) => {
+                let store = store.clone();
+                blocking(move || store.schema_history()).await
+            }
+            Meta::ZooKeeper(zk) => zk.schema_history().await,
+        }
+    }
+
+    /// Stores the versions of the schema history's `changed` tables. Durable when this returns.
+    pub async fn save_schema_history(&self, changed: Vec<TableHistory>) -> Result<()> {
+        match self {
+            Meta::File(store) => {
+                let store = store.clone();
+                blocking(move || store.save_schema_history(changed)).await
+            }
+            Meta::ZooKeeper(zk) => zk.save_schema_history(changed).await,
         }
     }
 

@@ -14,6 +14,7 @@ use zookeeper_client as zk;
 
 use super::LogPosition;
 use crate::error::{Error, Result};
+use crate::history::TableHistory;
 use crate::zk::{Paths, delete_recursive, ensure_path, put};
 
 /// The Java class canal names in the cursor's `@type`.
@@ -241,6 +242,48 @@ impl ZkMeta {
     /// Writes every pending cursor now.
     pub async fn flush(&self) -> Result<()> {
         self.shared.flush().await
+    }
+
+    /// The persisted schema history: one node per table under `{dest}/schema-history`.
+    pub async fn schema_history(&self) -> Result<Vec<TableHistory>> {
+        let s = &self.shared;
+        let root = s.paths.schema_history();
+        let children = match s.client.list_children(&root).await {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(s.error("list the schema history", e)),
+        };
+        let mut tables = Vec::with_capacity(children.len());
+        for child in children {
+            let path = format!("{root}/{child}");
+            let data = match s.client.get_data(&path).await {
+                Ok((data, _)) => data,
+                Err(zk::Error::NoNode) => continue,
+                Err(e) => return Err(s.error("read the schema history", e)),
+            };
+            let table = serde_json::from_slice(&data).map_err(|e| Error::ZooKeeper {
+                servers: s.servers.clone(),
+                message: format!(
+                    "the schema history node {path} is unreadable ({e}); delete it to rebuild that table's history \
+                     from information_schema"
+                ),
+            })?;
+            tables.push(table);
+        }
+        Ok(tables)
+    }
+
+    /// Replaces the stored versions of the `changed` tables.
+    pub async fn save_schema_history(&self, changed: Vec<TableHistory>) -> Result<()> {
+        let s = &self.shared;
+        for table in changed {
+            let path = s.paths.schema_history_table(&table.schema, &table.table);
+            let data = serde_json::to_vec(&table).unwrap_or_default();
+            put(&s.client, &path, &data)
+                .await
+                .map_err(|e| s.error("write the schema history", e))?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,809 @@
+//! Per-table schema history, for binlogs whose table maps do not describe the columns.
+//!
+//! With `binlog_row_metadata=MINIMAL` (or NO_LOG, or MySQL 5.7) a TABLE_MAP event carries column types but no
+//! names, primary key or ENUM/SET members, and with NO_LOG not even signedness or character sets. canal fills the
+//! gap from a table-meta database; when that drifts from the binlog, users get "column size is not match" or, worse,
+//! values under the wrong names. canal-rs keeps, per table, the list of definitions it has had, each valid from the
+//! binlog position of the DDL that produced it:
+//!
+//! - the history starts from `information_schema` when it is empty (the *seed*, valid up to where the binlog ended
+//!   when it was read, and used for earlier events too, as nothing better is known);
+//! - every DDL read from the binlog adds a version at its position (replaying a DDL already recorded adds nothing);
+//! - a row event decodes with the version in force at its position, so events from before an ALTER keep the old
+//!   columns even when they are replayed after it;
+//! - a DDL the parser cannot follow marks the table unknown from there on, rather than guessing.
+//!
+//! The history is persisted next to the cursors (see [`crate::meta`]), so a restart or a new active instance keeps
+//! it. A definition that disagrees with the table map (a different column count or type) is never applied.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use sqlparser::ast::{
+    AlterTableOperation, ColumnDef as SqlColumn, ColumnOption, CreateTableLikeKind, DataType, EnumMember,
+    MySQLColumnPosition, ObjectName, ObjectType, RenameTableNameKind, Statement, TableConstraint,
+};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::position::BinlogPosition;
+
+/// One column as a DDL statement or `information_schema` describes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnDef {
+    pub name: String,
+    /// The type as MySQL prints it, lowercase: `int(10) unsigned`, `varchar(32)`, `enum('a','b')`.
+    #[serde(rename = "type")]
+    pub type_text: String,
+    #[serde(default)]
+    pub primary_key: bool,
+    /// Character set name of a character column (`binary` for byte strings), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charset: Option<String>,
+    /// ENUM or SET members, in definition order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+}
+
+impl ColumnDef {
+    /// A column as `information_schema.COLUMNS` describes it (`COLUMN_TYPE`, `COLUMN_KEY = 'PRI'`,
+    /// `CHARACTER_SET_NAME`).
+    pub fn from_information_schema(
+        name: String,
+        column_type: &str,
+        primary_key: bool,
+        charset: Option<String>,
+    ) -> Self {
+        let type_text = column_type.to_ascii_lowercase();
+        let mut def = ColumnDef {
+            members: quoted_members(&type_text),
+            name,
+            type_text,
+            primary_key,
+            charset: charset.map(|c| c.to_ascii_lowercase()),
+        };
+        if is_byte_string(&def) {
+            def.charset = Some("binary".into());
+        }
+        def
+    }
+
+    pub fn unsigned(&self) -> bool {
+        self.type_text.split_whitespace().any(|w| w == "unsigned")
+    }
+
+    /// The type's leading keyword: `int`, `varchar`, `enum`.
+    pub fn base_type(&self) -> &str {
+        let end = self
+            .type_text
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(self.type_text.len());
+        &self.type_text[..end]
+    }
+}
+
+/// One definition of a table, valid from `since` until the next version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Version {
+    pub since: BinlogPosition,
+    /// `None` once the table is dropped, renamed away, or changed by a DDL that could not be followed.
+    pub columns: Option<Vec<ColumnDef>>,
+}
+
+/// The versions of one table, oldest first; the unit of persistence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableHistory {
+    pub schema: String,
+    pub table: String,
+    pub versions: Vec<Version>,
+}
+
+type Key = (String, String);
+
+/// What one applied DDL did to the history, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The table has a new definition from this position on.
+    Defined { schema: String, table: String },
+    /// The table is gone (dropped or renamed away) from this position on.
+    Removed { schema: String, table: String },
+    /// The statement touches the table but could not be followed; its columns are unknown from here on.
+    Unknown {
+        schema: String,
+        table: String,
+        reason: String,
+    },
+}
+
+/// The schema history of one destination.
+#[derive(Debug, Default)]
+pub struct SchemaHistory {
+    tables: BTreeMap<Key, Vec<Version>>,
+    /// Tables changed since the last [`SchemaHistory::take_changed`]: what must be persisted.
+    changed: BTreeSet<Key>,
+}
+
+/// Orders positions the way the binlog does: file, then offset (canal-rs compares journal names as text everywhere).
+fn precedes_or_equals(a: &BinlogPosition, b: &BinlogPosition) -> bool {
+    (&a.journal_name, a.position) <= (&b.journal_name, b.position)
+}
+
+impl SchemaHistory {
+    /// A history restored from persisted tables.
+    pub fn from_tables(tables: Vec<TableHistory>) -> Self {
+        let tables = tables.into_iter().map(|t| ((t.schema, t.table), t.versions)).collect();
+        Self {
+            tables,
+            changed: BTreeSet::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Starts the history of every table not yet known with its current definition, read at `at`.
+    pub fn seed(&mut self, definitions: Vec<(String, String, Vec<ColumnDef>)>, at: &BinlogPosition) {
+        for (schema, table, columns) in definitions {
+            let key = (schema, table);
+            if self.tables.contains_key(&key) {
+                continue;
+            }
+            self.tables.insert(
+                key.clone(),
+                vec![Version {
+                    since: at.clone(),
+                    columns: Some(columns),
+                }],
+            );
+            self.changed.insert(key);
+        }
+    }
+
+    /// The columns of `schema.table` for an event at `at`: the version in force there, or the oldest one known
+    /// when `at` precedes them all (the seed describes the table as best known for earlier events).
+    pub fn columns_at(&self, schema: &str, table: &str, at: &BinlogPosition) -> Option<&[ColumnDef]> {
+        let versions = self.tables.get(&(schema.to_string(), table.to_string()))?;
+        let version = versions
+            .iter()
+            .rev()
+            .find(|v| precedes_or_equals(&v.since, at))
+            .or_else(|| versions.first())?;
+        version.columns.as_deref()
+    }
+
+    /// The tables changed since the last call, with all their versions.
+    pub fn take_changed(&mut self) -> Vec<TableHistory> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter_map(|key| {
+                let versions = self.tables.get(&key)?.clone();
+                Some(TableHistory {
+                    schema: key.0,
+                    table: key.1,
+                    versions,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks tables whose versions [`SchemaHistory::take_changed`] returned but could not be stored, so they are
+    /// returned again.
+    pub fn unsaved(&mut self, tables: &[TableHistory]) {
+        self.changed
+            .extend(tables.iter().map(|t| (t.schema.clone(), t.table.clone())));
+    }
+
+    /// Records what the DDL statement `sql`, read at `at` with `session_schema` as the current database, did to the
+    /// tables it names. A statement already recorded (a replay) changes nothing.
+    pub fn apply_ddl(&mut self, sql: &str, session_schema: &str, at: &BinlogPosition) -> Vec<Change> {
+        let statements = match Parser::parse_sql(&MySqlDialect {}, sql) {
+            Ok(statements) => statements,
+            Err(e) => return self.unparsed(sql, session_schema, at, &e.to_string()),
+        };
+        let mut changes = Vec::new();
+        for statement in statements {
+            let mut apply = Apply {
+                history: self,
+                session_schema,
+                at,
+                changes: &mut changes,
+            };
+            apply.statement(statement);
+        }
+        changes
+    }
+
+    /// A statement the parser cannot read: when its shape says it alters or creates a known table, that table's
+    /// columns become unknown, so nothing decodes under names that may be wrong.
+    fn unparsed(&mut self, sql: &str, session_schema: &str, at: &BinlogPosition, error: &str) -> Vec<Change> {
+        let Some((schema, table)) = changed_table_by_shape(sql) else {
+            return Vec::new();
+        };
+        let schema = if schema.is_empty() {
+            session_schema.to_string()
+        } else {
+            schema
+        };
+        let key = (schema, table);
+        if !self.tables.contains_key(&key) && !CREATE_SHAPE.is_match(sql) {
+            return Vec::new();
+        }
+        if !self.push(&key, at, None) {
+            return Vec::new();
+        }
+        vec![Change::Unknown {
+            schema: key.0,
+            table: key.1,
+            reason: format!("the statement could not be parsed: {error}"),
+        }]
+    }
+
+    fn current(&self, key: &Key) -> Option<&Vec<ColumnDef>> {
+        self.tables.get(key)?.last()?.columns.as_ref()
+    }
+
+    /// Adds a version at `at` unless the table already has one at or after it (the DDL was seen before, or the
+    /// seed was read after it). Returns whether it was added.
+    fn push(&mut self, key: &Key, at: &BinlogPosition, columns: Option<Vec<ColumnDef>>) -> bool {
+        let versions = self.tables.entry(key.clone()).or_default();
+        if versions.last().is_some_and(|v| precedes_or_equals(at, &v.since)) {
+            return false;
+        }
+        versions.push(Version {
+            since: at.clone(),
+            columns,
+        });
+        self.changed.insert(key.clone());
+        true
+    }
+}
+
+static CREATE_SHAPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?is)^\s*create\s+(?:or\s+replace\s+)?table").expect("static pattern"));
+
+/// The table an unparseable CREATE/ALTER TABLE names, from its leading shape.
+fn changed_table_by_shape(sql: &str) -> Option<(String, String)> {
+    static SHAPE: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?is)^\s*(?:create\s+(?:or\s+replace\s+)?table\s+(?:if\s+not\s+exists\s+)?|alter\s+(?:online\s+)?(?:ignore\s+)?table\s+)(?:(`[^`]+`|[\w$]+)\s*\.\s*)?(`[^`]+`|[\w$]+)",
+        )
+        .expect("static pattern")
+    });
+    let captures = SHAPE.captures(sql)?;
+    let unquote = |s: &str| s.trim_matches('`').to_string();
+    let schema = captures.get(1).map(|m| unquote(m.as_str())).unwrap_or_default();
+    let table = unquote(captures.get(2)?.as_str());
+    Some((schema, table))
+}
+
+/// Applies one parsed statement.
+struct Apply<'a> {
+    history: &'a mut SchemaHistory,
+    session_schema: &'a str,
+    at: &'a BinlogPosition,
+    changes: &'a mut Vec<Change>,
+}
+
+impl Apply<'_> {
+    fn key(&self, name: &ObjectName) -> Key {
+        let mut parts = name.0.iter().rev().map(|part| match part.as_ident() {
+            Some(ident) => ident.value.clone(),
+            None => part.to_string(),
+        });
+        let table = parts.next().unwrap_or_default();
+        let schema = parts.next().unwrap_or_else(|| self.session_schema.to_string());
+        (schema, table)
+    }
+
+    fn define(&mut self, key: Key, columns: Vec<ColumnDef>) {
+        if self.history.push(&key, self.at, Some(columns)) {
+            self.changes.push(Change::Defined {
+                schema: key.0,
+                table: key.1,
+            });
+        }
+    }
+
+    fn remove(&mut self, key: Key) {
+        if !self.history.tables.contains_key(&key) {
+            return;
+        }
+        if self.history.push(&key, self.at, None) {
+            self.changes.push(Change::Removed {
+                schema: key.0,
+                table: key.1,
+            });
+        }
+    }
+
+    fn unknown(&mut self, key: Key, reason: String) {
+        if self.history.push(&key, self.at, None) {
+            self.changes.push(Change::Unknown {
+                schema: key.0,
+                table: key.1,
+                reason,
+            });
+        }
+    }
+
+    fn statement(&mut self, statement: Statement) {
+        match statement {
+            Statement::CreateTable(create) => {
+                let key = self.key(&create.name);
+                if create.if_not_exists && self.history.current(&key).is_some() {
+                    return;
+                }
+                if let Some(like) = &create.like {
+                    let source = match like {
+                        CreateTableLikeKind::Parenthesized(l) | CreateTableLikeKind::Plain(l) => self.key(&l.name),
+                    };
+                    match self.history.current(&source).cloned() {
+                        Some(columns) => self.define(key, columns),
+                        None => self.unknown(
+                            key,
+                            format!("LIKE `{}`.`{}`, whose columns are unknown", source.0, source.1),
+                        ),
+                    }
+                    return;
+                }
+                if create.query.is_some() {
+                    self.unknown(key, "CREATE TABLE ... SELECT takes its columns from a query".into());
+                    return;
+                }
+                let charset = table_charset(&create.table_options.to_string());
+                let mut columns: Vec<ColumnDef> =
+                    create.columns.iter().map(|c| column(c, charset.as_deref())).collect();
+                for constraint in &create.constraints {
+                    if let TableConstraint::PrimaryKey(pk) = constraint {
+                        let names: Vec<String> = pk.columns.iter().map(|c| c.column.expr.to_string()).collect();
+                        mark_primary(&mut columns, &names);
+                    }
+                }
+                self.define(key, columns);
+            }
+            Statement::AlterTable(alter) => {
+                let key = self.key(&alter.name);
+                let Some(mut columns) = self.history.current(&key).cloned() else {
+                    return;
+                };
+                let mut target = key.clone();
+                for operation in alter.operations {
+                    if let Err(reason) = alter_columns(&mut columns, operation, &mut target, |n| self.key(n)) {
+                        self.unknown(key, reason);
+                        return;
+                    }
+                }
+                if target != key {
+                    self.remove(key);
+                }
+                self.define(target, columns);
+            }
+            Statement::RenameTable(renames) => {
+                for rename in renames {
+                    let from = self.key(&rename.old_name);
+                    let to = self.key(&rename.new_name);
+                    let columns = self.history.current(&from).cloned();
+                    self.remove(from);
+                    if let Some(columns) = columns {
+                        self.define(to, columns);
+                    }
+                }
+            }
+            Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                ..
+            } => {
+                for name in &names {
+                    let key = self.key(name);
+                    self.remove(key);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies one ALTER TABLE operation to `columns`; `target` follows a rename. Operations that do not change the
+/// columns (indexes, options) are ignored; an operation that changes them in a way not followed is an error.
+fn alter_columns(
+    columns: &mut Vec<ColumnDef>,
+    operation: AlterTableOperation,
+    target: &mut Key,
+    key_of: impl Fn(&ObjectName) -> Key,
+) -> Result<(), String> {
+    let find = |columns: &[ColumnDef], name: &str| {
+        columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("column `{name}` is not in the recorded definition"))
+    };
+    let place = |columns: &mut Vec<ColumnDef>, def: ColumnDef, position: Option<MySQLColumnPosition>| {
+        match position {
+            None => columns.push(def),
+            Some(MySQLColumnPosition::First) => columns.insert(0, def),
+            Some(MySQLColumnPosition::After(after)) => {
+                let at = find(columns, &after.value)?;
+                columns.insert(at + 1, def);
+            }
+        }
+        Ok::<(), String>(())
+    };
+    match operation {
+        AlterTableOperation::AddColumn {
+            column_def,
+            column_position,
+            if_not_exists,
+            ..
+        } => {
+            if if_not_exists && find(columns, &column_def.name.value).is_ok() {
+                return Ok(());
+            }
+            place(columns, column(&column_def, None), column_position)?;
+        }
+        AlterTableOperation::DropColumn {
+            column_names,
+            if_exists,
+            ..
+        } => {
+            for name in column_names {
+                match find(columns, &name.value) {
+                    Ok(i) => {
+                        columns.remove(i);
+                    }
+                    Err(_) if if_exists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        AlterTableOperation::ModifyColumn {
+            col_name,
+            data_type,
+            options,
+            column_position,
+        } => {
+            let i = find(columns, &col_name.value)?;
+            let old = columns.remove(i);
+            let def = redefined(&old, &col_name.value, &data_type, &options);
+            match column_position {
+                None => columns.insert(i, def),
+                position => place(columns, def, position)?,
+            }
+        }
+        AlterTableOperation::ChangeColumn {
+            old_name,
+            new_name,
+            data_type,
+            options,
+            column_position,
+        } => {
+            let i = find(columns, &old_name.value)?;
+            let old = columns.remove(i);
+            let def = redefined(&old, &new_name.value, &data_type, &options);
+            match column_position {
+                None => columns.insert(i, def),
+                position => place(columns, def, position)?,
+            }
+        }
+        AlterTableOperation::RenameColumn {
+            old_column_name,
+            new_column_name,
+        } => {
+            let i = find(columns, &old_column_name.value)?;
+            columns[i].name = new_column_name.value;
+        }
+        AlterTableOperation::RenameTable { table_name } => {
+            let (RenameTableNameKind::As(name) | RenameTableNameKind::To(name)) = table_name;
+            *target = key_of(&name);
+        }
+        AlterTableOperation::AddConstraint {
+            constraint: TableConstraint::PrimaryKey(pk),
+            ..
+        } => {
+            let names: Vec<String> = pk.columns.iter().map(|c| c.column.expr.to_string()).collect();
+            mark_primary(columns, &names);
+        }
+        AlterTableOperation::DropPrimaryKey { .. } => {
+            for c in columns.iter_mut() {
+                c.primary_key = false;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A column's new definition after MODIFY or CHANGE: the primary-key flag stays, the rest is redeclared.
+fn redefined(old: &ColumnDef, name: &str, data_type: &DataType, options: &[ColumnOption]) -> ColumnDef {
+    let mut def = described(name, data_type, options.iter(), None);
+    def.primary_key |= old.primary_key;
+    if def.charset.is_none() && is_character(&def) {
+        def.charset = old.charset.clone();
+    }
+    def
+}
+
+fn column(c: &SqlColumn, table_charset: Option<&str>) -> ColumnDef {
+    described(
+        &c.name.value,
+        &c.data_type,
+        c.options.iter().map(|o| &o.option),
+        table_charset,
+    )
+}
+
+fn described<'a>(
+    name: &str,
+    data_type: &DataType,
+    options: impl Iterator<Item = &'a ColumnOption>,
+    table_charset: Option<&str>,
+) -> ColumnDef {
+    let members = match data_type {
+        DataType::Enum(members, _) => members
+            .iter()
+            .map(|m| match m {
+                EnumMember::Name(n) | EnumMember::NamedValue(n, _) => n.clone(),
+            })
+            .collect(),
+        DataType::Set(members) => members.clone(),
+        _ => Vec::new(),
+    };
+    let mut def = ColumnDef {
+        name: name.to_string(),
+        type_text: type_text(data_type, &members),
+        primary_key: false,
+        charset: None,
+        members,
+    };
+    for option in options {
+        match option {
+            ColumnOption::PrimaryKey(_) => def.primary_key = true,
+            ColumnOption::CharacterSet(charset) => def.charset = Some(charset.to_string().to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    if is_byte_string(&def) {
+        def.charset = Some("binary".into());
+    } else if def.charset.is_none() && is_character(&def) {
+        def.charset = table_charset.map(str::to_string);
+    }
+    def
+}
+
+/// The type as MySQL prints it: lowercase, ENUM/SET members quoted without spaces.
+fn type_text(data_type: &DataType, members: &[String]) -> String {
+    let quoted = || {
+        members
+            .iter()
+            .map(|m| format!("'{}'", m.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match data_type {
+        DataType::Enum(..) => format!("enum({})", quoted()),
+        DataType::Set(_) => format!("set({})", quoted()),
+        other => other.to_string().to_ascii_lowercase(),
+    }
+}
+
+/// The members of an `enum('a','b')` or `set(...)` type, with `''` unescaped.
+fn quoted_members(type_text: &str) -> Vec<String> {
+    if !(type_text.starts_with("enum(") || type_text.starts_with("set(")) {
+        return Vec::new();
+    }
+    let mut members = Vec::new();
+    let mut chars = type_text.chars().skip_while(|c| *c != '(').skip(1).peekable();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            continue;
+        }
+        let mut member = String::new();
+        while let Some(c) = chars.next() {
+            if c == '\'' {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    member.push('\'');
+                    continue;
+                }
+                break;
+            }
+            member.push(c);
+        }
+        members.push(member);
+    }
+    members
+}
+
+fn is_byte_string(def: &ColumnDef) -> bool {
+    matches!(
+        def.base_type(),
+        "binary" | "varbinary" | "blob" | "tinyblob" | "mediumblob" | "longblob"
+    ) || def.charset.as_deref() == Some("binary")
+}
+
+fn is_character(def: &ColumnDef) -> bool {
+    matches!(
+        def.base_type(),
+        "char"
+            | "varchar"
+            | "text"
+            | "tinytext"
+            | "mediumtext"
+            | "longtext"
+            | "enum"
+            | "set"
+            | "character"
+            | "nchar"
+            | "nvarchar"
+    )
+}
+
+fn mark_primary(columns: &mut [ColumnDef], names: &[String]) {
+    for name in names {
+        let name = name.trim_matches('`');
+        if let Some(c) = columns.iter_mut().find(|c| c.name.eq_ignore_ascii_case(name)) {
+            c.primary_key = true;
+        }
+    }
+}
+
+/// `DEFAULT CHARSET=x` / `CHARACTER SET x` among a CREATE TABLE's options.
+fn table_charset(options: &str) -> Option<String> {
+    static CHARSET: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?i)(?:charset|character\s+set)\s*=?\s*'?([A-Za-z0-9_]+)").expect("static pattern")
+    });
+    CHARSET
+        .captures(options)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(position: u64) -> BinlogPosition {
+        BinlogPosition {
+            journal_name: "mysql-bin.000001".into(),
+            position,
+        }
+    }
+
+    fn names(history: &SchemaHistory, table: &str, position: u64) -> Option<Vec<String>> {
+        history
+            .columns_at("shop", table, &at(position))
+            .map(|cs| cs.iter().map(|c| c.name.clone()).collect())
+    }
+
+    fn created() -> SchemaHistory {
+        let mut history = SchemaHistory::default();
+        history.apply_ddl(
+            "CREATE TABLE t (id INT UNSIGNED NOT NULL AUTO_INCREMENT, name VARCHAR(20), data BLOB, \
+             kind ENUM('a','b'), PRIMARY KEY (id)) ENGINE=InnoDB DEFAULT CHARSET=latin1",
+            "shop",
+            &at(100),
+        );
+        history
+    }
+
+    #[test]
+    fn create_table_records_types_keys_charsets_and_members() {
+        let history = created();
+        let columns = history.columns_at("shop", "t", &at(200)).expect("defined");
+        assert_eq!(columns.len(), 4);
+        assert_eq!(columns[0].type_text, "int unsigned");
+        assert!(columns[0].unsigned() && columns[0].primary_key);
+        assert_eq!(columns[1].charset.as_deref(), Some("latin1"));
+        assert_eq!(columns[2].charset.as_deref(), Some("binary"));
+        assert_eq!(columns[3].members, ["a", "b"]);
+        assert_eq!(columns[3].type_text, "enum('a','b')");
+    }
+
+    #[test]
+    fn events_before_an_alter_keep_the_old_columns_and_replays_change_nothing() {
+        let mut history = created();
+        history.apply_ddl(
+            "ALTER TABLE t ADD COLUMN note TEXT AFTER id, DROP COLUMN data",
+            "shop",
+            &at(300),
+        );
+        history.apply_ddl("ALTER TABLE shop.t CHANGE name title VARCHAR(40)", "", &at(400));
+        history.apply_ddl("ALTER TABLE t RENAME COLUMN kind TO sort", "shop", &at(500));
+        history.apply_ddl("ALTER TABLE t MODIFY note INT FIRST", "shop", &at(600));
+        assert_eq!(names(&history, "t", 250).unwrap(), ["id", "name", "data", "kind"]);
+        assert_eq!(names(&history, "t", 350).unwrap(), ["id", "note", "name", "kind"]);
+        assert_eq!(names(&history, "t", 450).unwrap(), ["id", "note", "title", "kind"]);
+        assert_eq!(names(&history, "t", 550).unwrap(), ["id", "note", "title", "sort"]);
+        assert_eq!(names(&history, "t", 650).unwrap(), ["note", "id", "title", "sort"]);
+        let changed = history.take_changed();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].versions.len(), 5);
+        // Reading the binlog again from before the DDL must not apply it twice.
+        let replay = history.apply_ddl("ALTER TABLE t ADD COLUMN note TEXT AFTER id", "shop", &at(300));
+        assert!(replay.is_empty());
+        assert!(history.take_changed().is_empty());
+    }
+
+    #[test]
+    fn renames_move_the_history_and_drops_end_it() {
+        let mut history = created();
+        history.apply_ddl("RENAME TABLE t TO u", "shop", &at(300));
+        history.apply_ddl("ALTER TABLE u RENAME TO v", "shop", &at(400));
+        history.apply_ddl("DROP TABLE IF EXISTS v", "shop", &at(500));
+        assert!(names(&history, "t", 250).is_some());
+        assert!(names(&history, "t", 350).is_none());
+        assert!(names(&history, "u", 350).is_some());
+        assert!(names(&history, "u", 450).is_none());
+        assert!(names(&history, "v", 450).is_some());
+        assert!(names(&history, "v", 550).is_none());
+    }
+
+    #[test]
+    fn statements_that_cannot_be_followed_make_the_table_unknown() {
+        let mut history = created();
+        let changes = history.apply_ddl("ALTER TABLE t DROP COLUMN missing", "shop", &at(300));
+        assert!(matches!(&changes[..], [Change::Unknown { .. }]), "{changes:?}");
+        assert!(names(&history, "t", 350).is_none());
+        assert!(names(&history, "t", 250).is_some());
+
+        let mut history = created();
+        let changes = history.apply_ddl("ALTER TABLE t WITH SYSTEM VERSIONING ~~~", "shop", &at(300));
+        assert!(matches!(&changes[..], [Change::Unknown { .. }]), "{changes:?}");
+        // Statements about other tables, and unknown tables, leave the history alone.
+        assert!(
+            history
+                .apply_ddl("ALTER TABLE other ADD c INT", "shop", &at(400))
+                .is_empty()
+        );
+        assert!(history.apply_ddl("TRUNCATE TABLE t", "shop", &at(400)).is_empty());
+    }
+
+    #[test]
+    fn the_seed_serves_earlier_events_and_absorbs_older_ddl() {
+        let mut history = SchemaHistory::default();
+        let id = ColumnDef {
+            name: "id".into(),
+            type_text: "int(11)".into(),
+            primary_key: true,
+            charset: None,
+            members: Vec::new(),
+        };
+        history.seed(vec![("shop".into(), "t".into(), vec![id])], &at(1000));
+        assert_eq!(names(&history, "t", 10).unwrap(), ["id"]);
+        // A DDL from before the seed is already in it.
+        assert!(
+            history
+                .apply_ddl("ALTER TABLE t ADD c INT", "shop", &at(500))
+                .is_empty()
+        );
+        assert_eq!(names(&history, "t", 2000).unwrap(), ["id"]);
+        let copy = SchemaHistory::from_tables(history.take_changed());
+        assert_eq!(names(&copy, "t", 2000).unwrap(), ["id"]);
+    }
+
+    #[test]
+    fn information_schema_columns_read_like_ddl() {
+        let kind =
+            ColumnDef::from_information_schema("kind".into(), "ENUM('a','it''s','')", false, Some("utf8mb4".into()));
+        assert_eq!(kind.members, ["a", "it's", ""]);
+        let data = ColumnDef::from_information_schema("data".into(), "varbinary(16)", false, None);
+        assert_eq!(data.charset.as_deref(), Some("binary"));
+        let id = ColumnDef::from_information_schema("id".into(), "int(10) unsigned", true, None);
+        assert!(id.unsigned() && id.primary_key);
+        assert_eq!(id.base_type(), "int");
+    }
+
+    #[test]
+    fn create_like_copies_the_source_definition() {
+        let mut history = created();
+        history.apply_ddl("CREATE TABLE t2 LIKE t", "shop", &at(300));
+        assert_eq!(names(&history, "t2", 400), names(&history, "t", 400));
+    }
+}
