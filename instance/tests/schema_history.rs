@@ -6,10 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use canal_e2e::MariaDb;
+use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port};
+use canal_instance::client::CanalClient;
 use canal_instance::proto::entry::Column;
-use common::{Change, Fixture, changes, exec, receive_rows, setup_schema};
+use common::{BINARY, Change, Fixture, changes, exec, receive_rows, setup_schema, zk_instance_config};
 use mysql_async::prelude::Queryable;
+use zookeeper_client as zk;
 
 const SCHEMA: &str = "history_db";
 
@@ -156,4 +158,71 @@ async fn minimal_metadata() {
 async fn no_metadata() {
     let db = MariaDb::start(&["--binlog-row-metadata=NO_LOG"]);
     ddl_between_rows_decodes_live_and_on_replay(&db).await;
+}
+
+/// In ZooKeeper mode the history lives in `{dest}/schema-history`, so the next active instance, on another machine,
+/// decodes a replay from before the DDL with the columns of the time.
+#[tokio::test]
+async fn history_in_zookeeper_serves_the_next_active_instance() {
+    let db = MariaDb::start(&["--binlog-row-metadata=MINIMAL"]);
+    let zookeeper = ZooKeeper::standalone();
+    setup_schema(
+        &db,
+        SCHEMA,
+        &["CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(10), b INT UNSIGNED, e ENUM('x','y'))"],
+    )
+    .await;
+    let spawn = |port: u16, extra: &str| {
+        let dir = tempfile::Builder::new()
+            .prefix("canal-history-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let config = zk_instance_config(&db, SCHEMA, port, &zookeeper.servers, &dir) + extra;
+        InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")])
+    };
+    let first_port = free_port();
+    let mut first = spawn(first_port, "");
+    first.wait_for_log("binlog dump started", Duration::from_secs(30)).await;
+    let (file, position) = binlog_end(&db).await;
+    exec(&db, SCHEMA, DDL_AND_ROWS).await;
+    let mut client = CanalClient::connect(&first.address(), "", "").await.unwrap();
+    client.subscribe("example", "1001", "").await.unwrap();
+    assert_decoded(
+        &changes(&receive_rows(&mut client, 7, Duration::from_secs(30)).await),
+        "first instance",
+    );
+    drop(client);
+    assert_eq!(first.terminate().await, Some(0));
+
+    let zk = zk::Client::connect(&zookeeper.servers).await.unwrap();
+    let mut nodes = zk
+        .list_children("/otter/canal/destinations/example/schema-history")
+        .await
+        .unwrap();
+    nodes.sort();
+    assert_eq!(nodes, ["history_db.t", "history_db.t2", "history_db.t3"]);
+    // Forget the cursor, so the next instance starts where its config says: before the DDL.
+    canal_instance::zk::delete_recursive(&zk, "/otter/canal/destinations/example/1001")
+        .await
+        .unwrap();
+
+    let second_port = free_port();
+    let second = spawn(
+        second_port,
+        &format!("start:\n  journalName: {file}\n  position: {position}\n"),
+    );
+    second
+        .wait_for_log("binlog dump started", Duration::from_secs(30))
+        .await;
+    let mut client = CanalClient::connect(&second.address(), "", "").await.unwrap();
+    client.subscribe("example", "1001", "").await.unwrap();
+    assert_decoded(
+        &changes(&receive_rows(&mut client, 7, Duration::from_secs(30)).await),
+        "second instance, replaying with the history from ZooKeeper",
+    );
+    assert!(
+        !second.log().contains("seeded from information_schema"),
+        "the stored history was used"
+    );
 }
