@@ -474,6 +474,8 @@ pub fn render_chart(values: &str, out: &Path) -> std::process::Output {
 pub struct TcpProxy {
     pub address: String,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Where new connections go; [`TcpProxy::retarget`] moves it, as a virtual IP moves in a failover.
+    target: std::sync::Arc<std::sync::Mutex<String>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -484,12 +486,14 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let address = listener.local_addr().expect("proxy address").to_string();
         let cut = std::sync::Arc::new(AtomicBool::new(false));
-        let target = target.to_string();
+        let target = std::sync::Arc::new(std::sync::Mutex::new(target.to_string()));
         let accept = {
             let cut = cut.clone();
+            let target = target.clone();
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
-                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    let to = target.lock().expect("proxy target").clone();
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&to).await else {
                         continue;
                     };
                     let (ri, wi) = inbound.into_split();
@@ -499,7 +503,17 @@ impl TcpProxy {
                 }
             })
         };
-        Self { address, cut, accept }
+        Self {
+            address,
+            cut,
+            target,
+            accept,
+        }
+    }
+
+    /// Sends new connections to `target`; open ones stay where they are.
+    pub fn retarget(&self, target: &str) {
+        *self.target.lock().expect("proxy target") = target.to_string();
     }
 
     /// Stops forwarding; bytes sent meanwhile are held back until [`TcpProxy::restore`].

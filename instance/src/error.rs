@@ -62,6 +62,18 @@ pub enum Error {
          source.onMissingBinlog to Earliest (continue from {oldest}) or Latest (continue from the end)"
     )]
     BinlogPurged { file: String, oldest: String },
+    #[error(
+        "the binlog position {position} was recorded on the server with server_id {recorded}, but the source is now \
+         server_id {server_id} (a failover?), where that position means something else, and it carries no GTID to \
+         resume from; set start.gtid, or set source.onMissingBinlog to Earliest (continue from {oldest}) or Latest \
+         (continue from the end)"
+    )]
+    SourceSwitched {
+        position: String,
+        recorded: u32,
+        server_id: u32,
+        oldest: String,
+    },
     #[error("cannot decode binlog event at {position}: {message}")]
     Decode { position: String, message: String },
     #[error("ZooKeeper {servers}: {message}")]
@@ -100,6 +112,7 @@ impl Error {
                 | Error::SourceSetting { .. }
                 | Error::BinlogDump { .. }
                 | Error::BinlogPurged { .. }
+                | Error::SourceSwitched { .. }
         )
     }
 }

@@ -690,7 +690,9 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         };
         let (mut stream, facts) = match result {
             Ok(ok) => ok,
-            Err(e @ Error::BinlogPurged { .. }) if policy != MissingBinlogPolicy::Fail => {
+            Err(e @ (Error::BinlogPurged { .. } | Error::SourceSwitched { .. }))
+                if policy != MissingBinlogPolicy::Fail =>
+            {
                 if let Err(e) = skip_missing(policy, source, store, &e).await
                     && !backoff.wait_after(&e, shutdown).await
                 {
@@ -706,8 +708,20 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
             }
         };
         tracing::info!(position = %resume, server = %facts.version, server_id = facts.server_id, "binlog dump started");
-        let mut converter = Converter::new(options.clone(), filter.clone(), &resume).with_history(history.clone());
+        // Resumed by GTID, the server starts at a transaction boundary of its own choosing: what was skipped by
+        // file offset no longer applies (a partly acknowledged transaction comes again whole).
+        let converter_start = if facts.by_gtid {
+            ResumePoint {
+                skip_through: None,
+                ..resume.clone()
+            }
+        } else {
+            resume.clone()
+        };
+        let mut converter =
+            Converter::new(options.clone(), filter.clone(), &converter_start).with_history(history.clone());
         converter.set_server_files(facts.files.clone());
+        converter.set_source_server_id(facts.server_id);
         if let Some(position) = &facts.gtid_position {
             converter.seed_gtid_position(position);
         }
@@ -781,7 +795,9 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         .await;
         let _ = stream.close().await;
         let outcome = match outcome {
-            Err(e @ Error::BinlogPurged { .. }) if policy != MissingBinlogPolicy::Fail => {
+            Err(e @ (Error::BinlogPurged { .. } | Error::SourceSwitched { .. }))
+                if policy != MissingBinlogPolicy::Fail =>
+            {
                 skip_missing(policy, source, store, &e).await
             }
             other => other,

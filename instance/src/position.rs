@@ -37,6 +37,10 @@ pub struct ResumePoint {
     /// or another server after a failover). With an empty journal name it is the only position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
+    /// `@@server_id` of the server whose binlog `start` refers to. Another server may have files of the same names
+    /// with other contents (a failover behind the same address), so there only `gtid` is a position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<u32>,
 }
 
 /// The binlog file a ROTATE event moves to, or `None` when it stays in `current`.
@@ -69,6 +73,7 @@ impl ResumePoint {
             },
             skip_through: None,
             gtid: None,
+            server_id: None,
         }
     }
 

@@ -373,7 +373,18 @@ impl BinlogSource {
         let mut conn = self.connect().await?;
         let mut facts = self.check(&mut conn).await?;
         let files = self.binlog_files(&mut conn).await?;
-        let by_gtid = if files.contains(&from.start.journal_name) {
+        // A position recorded on another server means nothing here even when a file of that name exists (a
+        // failover behind the same address): only its GTID position carries over.
+        let switched = from.server_id.filter(|id| *id != facts.server_id);
+        if let Some(recorded) = switched {
+            tracing::warn!(
+                recorded_server_id = recorded,
+                server_id = facts.server_id,
+                position = %from.start,
+                "the position was recorded on another server; resuming by GTID"
+            );
+        }
+        let by_gtid = if files.contains(&from.start.journal_name) && switched.is_none() {
             None
         } else {
             match (&from.gtid, facts.mariadb) {
@@ -384,6 +395,14 @@ impl BinlogSource {
                     })?)
                 }
                 _ => {
+                    if let Some(recorded) = switched {
+                        return Err(Error::SourceSwitched {
+                            position: from.start.to_string(),
+                            recorded,
+                            server_id: facts.server_id,
+                            oldest: files.first().cloned().unwrap_or_else(|| "none".into()),
+                        });
+                    }
                     return Err(Error::BinlogPurged {
                         file: from.start.journal_name.clone(),
                         oldest: files.first().cloned().unwrap_or_else(|| "none".into()),

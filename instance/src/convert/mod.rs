@@ -119,6 +119,8 @@ pub struct Converter {
     gtids: GtidPosition,
     /// The server's binlog files, to read the name in a connection's first ROTATE.
     files: Vec<String>,
+    /// `@@server_id` of the server whose binlog is read, when known.
+    source_server_id: Option<u32>,
     history: Option<Arc<Mutex<SchemaHistory>>>,
     /// `(schema, table, reason)` already warned about, so a table without metadata is reported once.
     history_warnings: HashSet<(String, String, String)>,
@@ -151,6 +153,7 @@ impl Converter {
             txn_gtid: None,
             gtids: GtidPosition::default(),
             files: Vec::new(),
+            source_server_id: None,
             history: None,
             history_warnings: HashSet::new(),
         }
@@ -292,13 +295,16 @@ impl Converter {
         let resume_after = match (kind, self.txn_start) {
             (EntryKind::End, _) | (_, None) => ResumePoint::at(&self.journal, info.next),
             (_, Some(start)) => ResumePoint {
-                start: BinlogPosition {
-                    journal_name: self.journal.clone(),
-                    position: start,
-                },
                 skip_through: Some(info.offset),
-                gtid: None,
+                ..ResumePoint::at(&self.journal, start)
             },
+        };
+        // Inside a transaction the GTID position is the one before it: resuming by GTID repeats the transaction
+        // whole. At a boundary, `complete` moves it past the transaction.
+        let resume_after = ResumePoint {
+            gtid: self.gtids.text(),
+            server_id: self.source_server_id,
+            ..resume_after
         };
         Converted {
             bytes: Bytes::from(entry.encode_to_vec()),
@@ -390,6 +396,11 @@ impl Converter {
         self.files = files;
     }
 
+    /// `@@server_id` of the server being read, recorded in every resume point.
+    pub fn set_source_server_id(&mut self, server_id: u32) {
+        self.source_server_id = Some(server_id);
+    }
+
     /// Starts the MariaDB GTID position from the server's position at the dump's start.
     pub fn seed_gtid_position(&mut self, position: &str) {
         self.gtids.seed_mariadb(position);
@@ -407,6 +418,7 @@ impl Converter {
     fn complete(&mut self, mut converted: Converted) -> Converted {
         self.record_completed();
         converted.gtid = self.gtids.text();
+        converted.resume_after.gtid = converted.gtid.clone();
         converted
     }
 
