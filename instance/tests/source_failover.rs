@@ -35,6 +35,16 @@ async fn failover_to_a_replica_behind_the_same_address_resumes_by_gtid() {
     let replica = MariaDb::start(&["--server-id=2", "--log-slave-updates"]);
     {
         let mut conn = replica.admin().await;
+        // Something of the replica's own in its binlog first, in its own GTID domain: its files have the primary's
+        // names but every later offset differs.
+        for sql in [
+            "SET SESSION gtid_domain_id = 2",
+            "CREATE DATABASE replica_local",
+            "CREATE TABLE replica_local.pad (x VARCHAR(200))",
+            "INSERT INTO replica_local.pad VALUES (REPEAT('x', 200)), (REPEAT('y', 200))",
+        ] {
+            conn.query_drop(sql).await.unwrap();
+        }
         conn.query_drop(format!(
             "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {}, MASTER_USER = 'root', \
              MASTER_PASSWORD = 'root', MASTER_USE_GTID = slave_pos",
@@ -44,7 +54,12 @@ async fn failover_to_a_replica_behind_the_same_address_resumes_by_gtid() {
         .unwrap();
         conn.query_drop("START SLAVE").await.unwrap();
     }
-    setup_schema(&primary, SCHEMA, &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))"]).await;
+    setup_schema(
+        &primary,
+        SCHEMA,
+        &["CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20))"],
+    )
+    .await;
 
     let proxy = TcpProxy::start(&primary.address()).await;
     let fixture = Fixture::start_with(&primary, SCHEMA, |config| {
