@@ -128,11 +128,12 @@ fn validate(config: &InstanceConfig) -> Result<()> {
         if start
             .gtid
             .as_deref()
-            .is_some_and(|g| crate::gtid::mariadb_position(g).is_none())
+            .is_some_and(|g| crate::gtid::mariadb_position(g).is_none() && crate::gtid::mysql_set(g).is_none())
         {
             return Err(invalid(
                 "start.gtid",
-                "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7",
+                "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7, or a MySQL GTID set such as \
+                 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
             ));
         }
         if start.position < 4 {

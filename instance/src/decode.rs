@@ -18,6 +18,7 @@ use prost::Message;
 use crate::convert::{ConvertOptions, Converted, Converter};
 use crate::error::{Error, Result};
 use crate::filter::{FieldFilter, TableFilter};
+use crate::gtid::{MysqlGtidSource, mysql_set};
 use crate::history::SchemaHistory;
 use crate::position::ResumePoint;
 use crate::proto::Entry;
@@ -36,6 +37,24 @@ pub struct DecodeArgs {
     /// Time zone TIMESTAMP values are rendered in (IANA name).
     #[arg(long, default_value = "UTC")]
     pub time_zone: String,
+    /// A MySQL GTID set (`uuid:1-5,...`): leave out the transactions in it, as a server answering
+    /// COM_BINLOG_DUMP_GTID with that set does.
+    #[arg(long, value_name = "GTID_SET")]
+    pub start_gtid: Option<String>,
+}
+
+/// Whether an entry belongs to a transaction of `set` (entries carry their transaction's `uuid[:tag]:gno`).
+fn in_set(set: &[MysqlGtidSource], entry: &Entry) -> bool {
+    let Some(gtid) = entry.header.as_ref().map(|h| h.gtid()).filter(|g| !g.is_empty()) else {
+        return false;
+    };
+    let Some((source, gno)) = gtid.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(gno) = gno.parse::<u64>() else {
+        return false;
+    };
+    set.iter().any(|s| s.name() == source && s.contains(gno))
 }
 
 /// What a run saw.
@@ -135,9 +154,19 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         ..ConvertOptions::default()
     };
     let filter = TableFilter::new(&args.include, &args.exclude)?;
+    let skipped = match &args.start_gtid {
+        Some(text) => mysql_set(text).ok_or_else(|| Error::ConfigInvalid {
+            field: "--start-gtid".into(),
+            message: format!("`{text}` is not a MySQL GTID set such as 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5"),
+        })?,
+        None => Vec::new(),
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let summary = decode(&name, BufReader::new(file), length, options, filter, |_, entry| {
+        if in_set(&skipped, &entry) {
+            return Ok(());
+        }
         for line in crate::tail::change_lines(&name, &entry)? {
             use std::io::Write;
             writeln!(out, "{line}").map_err(|e| Error::io("write to stdout", e))?;

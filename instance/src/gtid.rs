@@ -42,6 +42,83 @@ pub fn mariadb_position(text: &str) -> Option<String> {
     valid.then(|| parts.join(","))
 }
 
+/// One source of a MySQL GTID set: a server UUID (with an optional MySQL 8.4 tag) and its GNO intervals, inclusive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MysqlGtidSource {
+    pub uuid: [u8; 16],
+    pub tag: Option<String>,
+    pub intervals: Vec<(u64, u64)>,
+}
+
+impl MysqlGtidSource {
+    /// The source as [`GtidPosition`] names it: `uuid[:tag]`.
+    pub fn name(&self) -> String {
+        mysql_source(&self.uuid, self.tag.as_deref())
+    }
+
+    /// Whether transaction `gno` of this source is in the set.
+    pub fn contains(&self, gno: u64) -> bool {
+        self.intervals.iter().any(|&(start, end)| (start..=end).contains(&gno))
+    }
+}
+
+/// Parses a MySQL GTID set (`uuid:1-5:7,uuid2:tag:1-3`); `None` when it is not one.
+pub fn mysql_set(text: &str) -> Option<Vec<MysqlGtidSource>> {
+    let mut sources = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut fields = part.split(':');
+        let uuid = parse_uuid(fields.next()?)?;
+        let mut current = MysqlGtidSource {
+            uuid,
+            tag: None,
+            intervals: Vec::new(),
+        };
+        for field in fields {
+            let field = field.trim();
+            if field.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                // A tag starts a new group of intervals for the same UUID.
+                let valid = field.len() <= 32 && field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !valid {
+                    return None;
+                }
+                if !current.intervals.is_empty() {
+                    sources.push(current.clone());
+                }
+                current = MysqlGtidSource {
+                    uuid,
+                    tag: Some(field.to_ascii_lowercase()),
+                    intervals: Vec::new(),
+                };
+                continue;
+            }
+            let (start, end) = match field.split_once('-') {
+                Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+                None => {
+                    let n = field.parse().ok()?;
+                    (n, n)
+                }
+            };
+            if start == 0 || end < start {
+                return None;
+            }
+            current.intervals.push((start, end));
+        }
+        if current.intervals.is_empty() {
+            return None;
+        }
+        sources.push(current);
+    }
+    (!sources.is_empty()).then_some(sources)
+}
+
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let hex_digits: String = text.trim().chars().filter(|c| *c != '-').collect();
+    if hex_digits.len() != 32 || text.trim().len() != 36 {
+        return None;
+    }
+    hex::decode(hex_digits).ok()?.try_into().ok()
+}
+
 /// A MySQL GTID source: the server UUID in text form, with `:tag` for MySQL 8.4 tagged GTIDs.
 pub fn mysql_source(uuid: &[u8; 16], tag: Option<impl fmt::Display>) -> String {
     match tag {
@@ -93,6 +170,21 @@ impl GtidPosition {
         }
     }
 
+    /// Adds a GTID position in either server's text form: a MySQL GTID set or MariaDB's `domain-server-seq` list.
+    pub fn seed(&mut self, position: &str) {
+        match mysql_set(position) {
+            Some(sources) => {
+                for source in sources {
+                    let name = source.name();
+                    for (start, end) in source.intervals {
+                        self.add_interval(&name, start, end);
+                    }
+                }
+            }
+            None => self.seed_mariadb(position),
+        }
+    }
+
     /// Records a completed transaction.
     pub fn complete(&mut self, gtid: &Gtid) {
         match gtid {
@@ -134,6 +226,35 @@ impl GtidPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_sets_parse_with_tags_and_reject_garbage() {
+        let set = mysql_set("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7, 3e11fa47-71ca-11e1-9e33-c80aa9429562:blue:2")
+            .expect("a set");
+        assert_eq!(set.len(), 2);
+        assert_eq!(set[0].intervals, [(1, 5), (7, 7)]);
+        assert!(set[0].contains(3) && !set[0].contains(6));
+        assert_eq!(set[1].name(), "3e11fa47-71ca-11e1-9e33-c80aa9429562:blue");
+        for bad in [
+            "",
+            "0-1-100",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562",
+            "3e11fa47:1-5",
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:5-1",
+        ] {
+            assert!(mysql_set(bad).is_none(), "{bad}");
+        }
+        let mut position = GtidPosition::default();
+        position.seed("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7");
+        position.complete(&Gtid::MySql {
+            source: "3e11fa47-71ca-11e1-9e33-c80aa9429562".into(),
+            gno: 6,
+        });
+        assert_eq!(
+            position.text().as_deref(),
+            Some("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-7")
+        );
+    }
 
     #[test]
     fn mariadb_positions_are_checked_and_trimmed() {

@@ -286,3 +286,66 @@ fn cursors_carry_mysql_gtid_sets() {
         assert!(covered(gno.parse().unwrap()), "{gtid} not in {last}");
     }
 }
+
+#[test]
+fn decode_from_a_mysql_gtid_set_leaves_out_the_transactions_in_it() {
+    // What a MySQL server answering COM_BINLOG_DUMP_GTID does with the set; the request itself is pinned byte for
+    // byte in source.rs's unit test.
+    let Some(path) = fixture("binlog_transaction_with_GTID.000001") else {
+        return;
+    };
+    let gtids = |extra: &[&str]| -> Vec<String> {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
+            .args(["decode", "--binlog-file"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["gtid"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let uuid = "006c2cf2-b1ea-11e4-9057-8c705a3d3e78";
+    assert_eq!(
+        gtids(&[]),
+        [format!("{uuid}:1"), format!("{uuid}:2"), format!("{uuid}:3")]
+    );
+    assert_eq!(gtids(&["--start-gtid", &format!("{uuid}:1-2")]), [format!("{uuid}:3")]);
+    assert_eq!(
+        gtids(&["--start-gtid", &format!("{uuid}:2")]),
+        [format!("{uuid}:1"), format!("{uuid}:3")]
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
+        .args(["decode", "--binlog-file"])
+        .arg(&path)
+        .args(["--start-gtid", "0-1-2"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a MySQL GTID set"));
+}
+
+#[test]
+fn minimal_metadata_without_ddl_in_the_file_gives_positional_names_and_says_why() {
+    let Some(path) = fixture("minimal_row_metadata.000001") else {
+        return;
+    };
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
+        .args(["decode", "--binlog-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("no definition of the table"), "{stderr}");
+    let insert: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(insert["after"]["@0"], "1", "{insert}");
+}

@@ -31,7 +31,7 @@ async fn row_count(db: &MariaDb) -> u64 {
 
 #[tokio::test]
 async fn failover_to_a_replica_behind_the_same_address_resumes_by_gtid() {
-    let mut primary = MariaDb::start(&[]);
+    let primary = MariaDb::start(&[]);
     let replica = MariaDb::start(&["--server-id=2", "--log-slave-updates"]);
     {
         let mut conn = replica.admin().await;

@@ -401,9 +401,10 @@ impl Converter {
         self.source_server_id = Some(server_id);
     }
 
-    /// Starts the MariaDB GTID position from the server's position at the dump's start.
+    /// Starts the GTID position from the server's position at the dump's start (MariaDB) or the GTID set the dump
+    /// started after (MySQL).
     pub fn seed_gtid_position(&mut self, position: &str) {
-        self.gtids.seed_mariadb(position);
+        self.gtids.seed(position);
     }
 
     /// Adds the GTID of the transaction just read to the position, delivered or filtered out alike.
