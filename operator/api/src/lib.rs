@@ -110,8 +110,9 @@ pub struct StartPosition {
     /// at or after this time, found by searching the server's binlogs. Give this or `journalName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<i64>,
-    /// MariaDB only: a GTID position such as `0-1-100` (one `domain-server-seq` per domain, comma-separated;
-    /// canal.instance.master.gtid). Starts after those transactions, wherever the server has them.
+    /// A GTID position (canal.instance.master.gtid): on MariaDB `0-1-100` (one `domain-server-seq` per domain,
+    /// comma-separated), on MySQL a GTID set such as `3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5`. Starts after those
+    /// transactions, wherever the server has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtid: Option<String>,
 }
