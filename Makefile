@@ -46,11 +46,14 @@ e2e: deps k8s
 e2e-kind:
 	bash e2e/kind/run.sh $(ARGS)
 
-## bench: measurements that do not belong in tests; today the failover times of servers and of consumer replicas
+## bench: canal-rs against its peers on the same binlog (throughput, RSS, CPU, latency; see docs/benchmarks.md),
+## then the failover times of servers and of consumer replicas. BENCH_SCALE=0.1 for a quick run.
 bench: deps
+	$(CARGO) build --release -p canal-instance -p canal-bench
 	$(CARGO) test -p canal-instance --test ha_failover --test client_ha -- --nocapture
-	@echo; echo "server failover (target/failover-report.txt):"; cat target/failover-report.txt
-	@echo; echo "consumer handover (target/client-ha-report.txt):"; cat target/client-ha-report.txt
+	target/release/canal-bench
+	cp target/bench/report.md docs/benchmarks.md
+	if [ -f target/bench/throughput.png ]; then cp target/bench/throughput.png docs/benchmarks.png; fi
 
 ## crds: regenerate the CanalInstance CRD (crds/ and the Helm chart's copy) and the chart's values schema
 crds:
