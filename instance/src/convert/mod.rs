@@ -15,6 +15,8 @@ use bytes::Bytes;
 use mysql_common::binlog::consts::EventFlags;
 use mysql_common::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_common::binlog::row::BinlogRow;
+use mysql_common::binlog::value::BinlogValue;
+use mysql_common::io::ParseBuf;
 use prost::Message;
 
 use crate::ddl;
@@ -609,10 +611,10 @@ impl Converter {
         // mysql_common indexes metadata and buffers without bounds checks in places; a malformed event must become
         // a decode error, never a crash of the process.
         let decoded = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<Vec<RowData>, String> {
+            let row_error = |e: std::io::Error| format!("row of `{}`.`{}`: {e}", info_table.schema, info_table.table);
             let mut row_datas = Vec::new();
-            for row in rows.rows(&table.map) {
-                let (before, after) =
-                    row.map_err(|e| format!("row of `{}`.`{}`: {e}", info_table.schema, info_table.table))?;
+            let mut push = |before: Option<Vec<Option<BinlogValue<'static>>>>,
+                            after: Option<Vec<Option<BinlogValue<'static>>>>| {
                 let before_columns = match &before {
                     Some(r) => columns(&info_table, &before_image, delivered, r, None, tz)?,
                     None => Vec::new(),
@@ -626,6 +628,32 @@ impl Converter {
                     after_columns,
                     props: Vec::new(),
                 });
+                Ok::<(), String>(())
+            };
+            if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
+                // JSON partial updates carry a shared image only mysql_common's row reader understands.
+                for row in rows.rows(&table.map) {
+                    let (before, after) = row.map_err(row_error)?;
+                    let values = |r: BinlogRow| -> Vec<Option<BinlogValue<'static>>> {
+                        (0..r.len())
+                            .map(|i| r.as_ref(i).map(|v| v.clone().into_owned()))
+                            .collect()
+                    };
+                    push(before.map(values), after.map(values))?;
+                }
+            } else {
+                let mut data = rows.rows_data();
+                while !data.is_empty() {
+                    let before = match rows.columns_before_image() {
+                        Some(_) => Some(read_image(&mut data, &info_table, &before_image).map_err(row_error)?),
+                        None => None,
+                    };
+                    let after = match rows.columns_after_image() {
+                        Some(_) => Some(read_image(&mut data, &info_table, &after_image).map_err(row_error)?),
+                        None => None,
+                    };
+                    push(before, after)?;
+                }
             }
             Ok(row_datas)
         }))
@@ -658,6 +686,37 @@ impl Converter {
     }
 }
 
+/// Reads one row image (null bitmap, then the values of the non-NULL columns in `image`) straight from the rows
+/// event's bytes. mysql_common's own row reader also builds a full column description (schema, table and column
+/// names copied) for every row, which profiling showed to be a third of the instance's CPU time.
+fn read_image(
+    data: &mut &[u8],
+    table: &TableInfo,
+    image: &[usize],
+) -> std::io::Result<Vec<Option<BinlogValue<'static>>>> {
+    let mut buf = ParseBuf(data);
+    let null_bitmap: &[u8] = buf.parse(image.len().div_ceil(8))?;
+    let mut values = Vec::with_capacity(image.len());
+    for (slot, &index) in image.iter().enumerate() {
+        let is_null = null_bitmap[slot / 8] & (1 << (slot % 8)) != 0;
+        if is_null {
+            values.push(Some(BinlogValue::Value(mysql_common::value::Value::NULL)));
+            continue;
+        }
+        let column = table.columns.get(index).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no column {index} in the table map"),
+            )
+        })?;
+        let ctx = (column.column_type, column.meta.as_slice(), column.unsigned, false);
+        values.push(Some(buf.parse::<BinlogValue<'_>>(ctx)?.into_owned()));
+    }
+    let consumed = data.len() - buf.0.len();
+    *data = &data[consumed..];
+    Ok(values)
+}
+
 /// Column indexes present in a row image, in order.
 fn image_columns(bitmap: Option<&bitvec::slice::BitSlice<u8>>, count: usize) -> Vec<usize> {
     match bitmap {
@@ -672,7 +731,7 @@ fn columns(
     table: &TableInfo,
     image: &[usize],
     delivered: Option<&[bool]>,
-    row: &BinlogRow,
+    row: &[Option<BinlogValue<'_>>],
     before: Option<&[Column]>,
     tz: &jiff::tz::TimeZone,
 ) -> std::result::Result<Vec<Column>, String> {
@@ -686,7 +745,8 @@ fn columns(
             .get(index)
             .ok_or_else(|| format!("row has column {index} but the table map has {}", table.columns.len()))?;
         let value = row
-            .as_ref(slot)
+            .get(slot)
+            .and_then(Option::as_ref)
             .ok_or_else(|| format!("row image misses column {}", column.name))?;
         let rendered = value::render(column, value, tz).map_err(|e| format!("column `{}`: {e}", column.name))?;
         let updated = match before {
