@@ -25,7 +25,7 @@ use crate::filter::{FieldFilter, TableFilter};
 use crate::gtid::{Gtid, GtidPosition, mysql_source};
 use crate::history::{Change, SchemaHistory};
 use crate::position::{BinlogPosition, ResumePoint};
-use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, RowData, TransactionBegin, TransactionEnd};
+use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, TransactionBegin, TransactionEnd};
 use crate::proto::{EntryType, EventType, pair};
 use crate::schema::TableInfo;
 
@@ -610,9 +610,22 @@ impl Converter {
         let tz = &self.options.time_zone;
         // mysql_common indexes metadata and buffers without bounds checks in places; a malformed event must become
         // a decode error, never a crash of the process.
-        let decoded = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<Vec<RowData>, String> {
+        // The RowChange is written field by field: its rows go straight into the encoded message, each column
+        // encoded once. Built as nested prost messages, every column's length was computed three times over
+        // (RowChange, RowData, Column), a quarter of the instance's CPU time on wide rows. Field order and bytes are
+        // what prost would write.
+        let head = RowChange {
+            table_id: Some(table_id as i64),
+            event_type: Some(event_type as i32),
+            is_ddl: Some(false),
+            ..Default::default()
+        };
+        let mut change = head.encode_to_vec();
+        let decoded = catch_unwind(AssertUnwindSafe(|| -> std::result::Result<usize, String> {
             let row_error = |e: std::io::Error| format!("row of `{}`.`{}`: {e}", info_table.schema, info_table.table);
-            let mut row_datas = Vec::new();
+            let mut count = 0;
+            let mut row_data = Vec::new();
+            let mut column = Vec::new();
             let mut push = |before: Option<Vec<Option<BinlogValue<'static>>>>,
                             after: Option<Vec<Option<BinlogValue<'static>>>>| {
                 let before_columns = match &before {
@@ -623,11 +636,9 @@ impl Converter {
                     Some(r) => columns(&info_table, &after_image, delivered, r, Some(&before_columns), tz)?,
                     None => Vec::new(),
                 };
-                row_datas.push(RowData {
-                    before_columns,
-                    after_columns,
-                    props: Vec::new(),
-                });
+                encode_row_data(&mut row_data, &mut column, &before_columns, &after_columns);
+                put_message(&mut change, ROW_CHANGE_ROW_DATAS, &row_data);
+                count += 1;
                 Ok::<(), String>(())
             };
             if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
@@ -655,7 +666,7 @@ impl Converter {
                     push(before, after)?;
                 }
             }
-            Ok(row_datas)
+            Ok(count)
         }))
         .map_err(|_| {
             format!(
@@ -663,15 +674,7 @@ impl Converter {
                 info_table.schema, info_table.table
             )
         })??;
-
-        let count = decoded.len();
-        let change = RowChange {
-            table_id: Some(table_id as i64),
-            event_type: Some(event_type as i32),
-            is_ddl: Some(false),
-            row_datas: decoded,
-            ..Default::default()
-        };
+        let count = decoded;
         let mut header = self.header(info, &info_table.schema, &info_table.table, Some(event_type));
         if count > 0 {
             header.props.push(pair("rowsCount", count.to_string()));
@@ -679,10 +682,34 @@ impl Converter {
         let entry = Entry {
             header: Some(header),
             entry_type: Some(EntryType::Rowdata as i32),
-            store_value: Some(Bytes::from(change.encode_to_vec())),
+            store_value: Some(Bytes::from(change)),
         };
         let converted = self.converted(entry, EntryKind::Row, info, count);
         Ok(self.content(converted))
+    }
+}
+
+/// Field numbers of EntryProtocol.proto that the rows encoder writes itself.
+const ROW_CHANGE_ROW_DATAS: u32 = 12;
+const ROW_DATA_BEFORE_COLUMNS: u32 = 1;
+const ROW_DATA_AFTER_COLUMNS: u32 = 2;
+
+/// Appends a length-delimited field holding an encoded message.
+fn put_message(out: &mut Vec<u8>, field: u32, message: &[u8]) {
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(message.len() as u64, out);
+    out.extend_from_slice(message);
+}
+
+/// Encodes a RowData (without its length prefix) into `out`, using `scratch` for each column.
+fn encode_row_data(out: &mut Vec<u8>, scratch: &mut Vec<u8>, before: &[Column], after: &[Column]) {
+    out.clear();
+    for (field, list) in [(ROW_DATA_BEFORE_COLUMNS, before), (ROW_DATA_AFTER_COLUMNS, after)] {
+        for c in list {
+            scratch.clear();
+            c.encode_raw(scratch);
+            put_message(out, field, scratch);
+        }
     }
 }
 
@@ -768,4 +795,46 @@ fn columns(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::entry::RowData;
+
+    #[test]
+    fn rows_written_field_by_field_are_the_bytes_prost_writes() {
+        let column = |index: i32, value: Option<&str>| Column {
+            index: Some(index),
+            sql_type: Some(4),
+            name: Some(format!("c{index}")),
+            is_key: Some(index == 0),
+            updated: Some(false),
+            is_null: Some(value.is_none()),
+            value: value.map(str::to_string),
+            mysql_type: Some("int(11)".into()),
+            ..Default::default()
+        };
+        let before = vec![column(0, Some("1")), column(1, None)];
+        let after = vec![column(0, Some("1")), column(1, Some("2"))];
+        let head = RowChange {
+            table_id: Some(42),
+            event_type: Some(EventType::Update as i32),
+            is_ddl: Some(false),
+            ..Default::default()
+        };
+        let mut expected = head.clone();
+        let mut ours = head.encode_to_vec();
+        let (mut row_data, mut scratch) = (Vec::new(), Vec::new());
+        for _ in 0..2 {
+            expected.row_datas.push(RowData {
+                before_columns: before.clone(),
+                after_columns: after.clone(),
+                props: Vec::new(),
+            });
+            encode_row_data(&mut row_data, &mut scratch, &before, &after);
+            put_message(&mut ours, ROW_CHANGE_ROW_DATAS, &row_data);
+        }
+        assert_eq!(ours, expected.encode_to_vec());
+    }
 }
