@@ -52,6 +52,7 @@ bench: deps
 	$(CARGO) build --release -p canal-instance -p canal-bench
 	$(CARGO) test -p canal-instance --test ha_failover --test client_ha -- --nocapture
 	target/release/canal-bench
+	mkdir -p docs
 	cp target/bench/report.md docs/benchmarks.md
 	if [ -f target/bench/throughput.png ]; then cp target/bench/throughput.png docs/benchmarks.png; fi
 

@@ -32,7 +32,9 @@ def main():
         ax.bar([x + i * width for x in range(len(workloads))], values, width, label=consumer)
     ax.set_xticks([x + width * (len(consumers) - 1) / 2 for x in range(len(workloads))])
     ax.set_xticklabels(workloads)
-    ax.set_ylabel("rows/s (more is better)")
+    # Peers differ by orders of magnitude: a log scale keeps every bar readable.
+    ax.set_yscale("log")
+    ax.set_ylabel("rows/s, log scale (more is better)")
     ax.set_title("canal-rs and peers on the same binlog: " + report["machine"], fontsize=9)
     ax.legend()
     fig.tight_layout()

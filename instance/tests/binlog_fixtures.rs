@@ -29,6 +29,16 @@ fn fixture(name: &str) -> Option<PathBuf> {
     }
 }
 
+/// Runs `canal-instance decode --binlog-file PATH EXTRA...`.
+fn run_decode(path: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
+        .args(["decode", "--binlog-file"])
+        .arg(path)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 /// Converts every event of a binlog file through `decode` (what `canal-instance decode` runs); returns the
 /// entries and the first error, if any.
 fn convert_file(name: &str) -> Option<(Vec<Entry>, Option<String>)> {
@@ -181,11 +191,7 @@ fn decode_command_prints_the_changes_of_a_binlog_file() {
     let Some(path) = fixture("mysql-enum-string-set.000001") else {
         return;
     };
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
-        .args(["decode", "--binlog-file"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = run_decode(&path, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("binlog file decoded"), "{stderr}");
@@ -207,11 +213,7 @@ fn decode_command_prints_the_changes_of_a_binlog_file() {
     let Some(corrupt) = fixture("binlog_truncated_event.000001") else {
         return;
     };
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
-        .args(["decode", "--binlog-file"])
-        .arg(&corrupt)
-        .output()
-        .unwrap();
+    let output = run_decode(&corrupt, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("truncated or damaged"), "{stderr}");
@@ -295,12 +297,7 @@ fn decode_from_a_mysql_gtid_set_leaves_out_the_transactions_in_it() {
         return;
     };
     let gtids = |extra: &[&str]| -> Vec<String> {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
-            .args(["decode", "--binlog-file"])
-            .arg(&path)
-            .args(extra)
-            .output()
-            .unwrap();
+        let output = run_decode(&path, extra);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -322,12 +319,7 @@ fn decode_from_a_mysql_gtid_set_leaves_out_the_transactions_in_it() {
         gtids(&["--start-gtid", &format!("{uuid}:2")]),
         [format!("{uuid}:1"), format!("{uuid}:3")]
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
-        .args(["decode", "--binlog-file"])
-        .arg(&path)
-        .args(["--start-gtid", "0-1-2"])
-        .output()
-        .unwrap();
+    let output = run_decode(&path, &["--start-gtid", "0-1-2"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a MySQL GTID set"));
 }
@@ -337,11 +329,7 @@ fn minimal_metadata_without_ddl_in_the_file_gives_positional_names_and_says_why(
     let Some(path) = fixture("minimal_row_metadata.000001") else {
         return;
     };
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_canal-instance"))
-        .args(["decode", "--binlog-file"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let output = run_decode(&path, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("no definition of the table"), "{stderr}");
