@@ -34,7 +34,7 @@ fmt:
 ## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python, and the end-to-end
 ## test on a real API server (make e2e runs that one alone)
 test: deps k8s lint
-	$(CARGO) test --workspace --all-features
+	$(CARGO) test --workspace --all-features --no-fail-fast
 
 ## e2e: the operator, the chart and two canal-instance pods on a real kube-apiserver, driven with kubectl
 e2e: deps k8s

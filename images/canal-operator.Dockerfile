@@ -19,6 +19,8 @@ COPY operator/ operator/
 COPY instance/ instance/
 COPY e2e/Cargo.toml e2e/
 COPY e2e/src/ e2e/src/
+COPY bench/Cargo.toml bench/
+COPY bench/src/ bench/src/
 # The target dir is a cache mount, so the binary has to leave it within the same RUN.
 RUN --mount=type=cache,id=canal-rs-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=canal-rs-target,target=/src/target,sharing=locked \

@@ -19,6 +19,8 @@ COPY operator/ operator/
 COPY instance/ instance/
 COPY e2e/Cargo.toml e2e/
 COPY e2e/src/ e2e/src/
+COPY bench/Cargo.toml bench/
+COPY bench/src/ bench/src/
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Old test binaries linger in the cached target dir, so the one just built is taken from cargo's own report.
 RUN --mount=type=cache,id=canal-rs-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
