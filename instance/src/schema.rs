@@ -2,8 +2,9 @@
 //!
 //! With `binlog_row_metadata=FULL` the table map carries column names, signedness, character sets, primary key
 //! and ENUM/SET members, which is everything canal needs from its table-meta database, and it always describes the
-//! table as it was when the row was written. `mysqlType` is rebuilt from the binlog type and its metadata (display
-//! widths are MySQL's defaults, since the binlog does not carry them).
+//! table as it was when the row was written. Without it, [`TableInfo::complete_from`] fills the gaps from the schema
+//! history ([`crate::history`]). `mysqlType` is rebuilt from the binlog type and its metadata (display widths are
+//! MySQL's defaults, since the binlog does not carry them).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
