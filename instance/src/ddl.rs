@@ -96,7 +96,7 @@ fn statement(event_type: EventType, name: Option<&ObjectName>) -> Statement {
 }
 
 /// `(schema, table)` of a possibly qualified name; the schema is empty when the name has one part.
-fn schema_and_table(name: &ObjectName) -> (String, String) {
+pub(crate) fn schema_and_table(name: &ObjectName) -> (String, String) {
     let mut parts = name.0.iter().rev().map(|part| match part.as_ident() {
         Some(ident) => ident.value.clone(),
         None => part.to_string(),
@@ -165,7 +165,8 @@ fn parsed(sql: &str) -> Option<Statement> {
 }
 
 /// Recognises a statement by its leading keywords and first name.
-fn by_shape(sql: &str) -> Statement {
+/// Classifies a statement by its leading keywords alone: the fallback when the parser cannot read it.
+pub(crate) fn by_shape(sql: &str) -> Statement {
     let body = &sql[LEADING_COMMENTS.find(sql).map_or(0, |m| m.end())..];
     for (event_type, pattern) in PATTERNS.iter() {
         if let Some(caps) = pattern.captures(body) {

@@ -146,6 +146,8 @@ pub struct GtidPosition {
     domains: BTreeMap<u32, Gtid>,
     /// MySQL: executed GNOs per source, as sorted, disjoint, inclusive intervals.
     sets: BTreeMap<String, Vec<(u64, u64)>>,
+    /// The position's text, rendered when it changes (once per transaction) rather than for every entry read.
+    rendered: Option<String>,
 }
 
 impl GtidPosition {
@@ -159,6 +161,7 @@ impl GtidPosition {
                 self.domains.insert(domain, Gtid::MariaDb { domain, server, seq });
             }
         }
+        self.render();
     }
 
     /// Adds MySQL's previous-GTIDs of a file: `start..end` intervals with `end` exclusive, as the binlog has them.
@@ -190,6 +193,7 @@ impl GtidPosition {
         match gtid {
             Gtid::MariaDb { domain, .. } => {
                 self.domains.insert(*domain, gtid.clone());
+                self.render();
             }
             Gtid::MySql { source, gno } => self.add_interval(source, *gno, *gno),
         }
@@ -207,10 +211,15 @@ impl GtidPosition {
             }
         }
         *intervals = merged;
+        self.render();
     }
 
     /// The position as text: MariaDB's `d-s-n,...` or MySQL's GTID set; `None` before any GTID is known.
     pub fn text(&self) -> Option<String> {
+        self.rendered.clone()
+    }
+
+    fn render(&mut self) {
         let mut parts: Vec<String> = self.domains.values().map(Gtid::to_string).collect();
         for (source, intervals) in &self.sets {
             let ranges: Vec<String> = intervals
@@ -219,7 +228,7 @@ impl GtidPosition {
                 .collect();
             parts.push(format!("{source}:{}", ranges.join(":")));
         }
-        (!parts.is_empty()).then(|| parts.join(","))
+        self.rendered = (!parts.is_empty()).then(|| parts.join(","));
     }
 }
 

@@ -29,6 +29,7 @@ use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::position::BinlogPosition;
+use crate::proto::EventType;
 
 /// One column as a DDL statement or `information_schema` describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,19 +221,21 @@ impl SchemaHistory {
         changes
     }
 
-    /// A statement the parser cannot read: when its shape says it alters or creates a known table, that table's
-    /// columns become unknown, so nothing decodes under names that may be wrong.
+    /// A statement the parser cannot read: when its shape says it alters a known table or creates one, that
+    /// table's columns become unknown, so nothing decodes under names that may be wrong.
     fn unparsed(&mut self, sql: &str, session_schema: &str, at: &BinlogPosition, error: &str) -> Vec<Change> {
-        let Some((schema, table)) = changed_table_by_shape(sql) else {
+        let shape = crate::ddl::by_shape(sql);
+        let creates = shape.event_type == EventType::Create;
+        if !creates && shape.event_type != EventType::Alter {
             return Vec::new();
-        };
-        let schema = if schema.is_empty() {
+        }
+        let schema = if shape.schema.is_empty() {
             session_schema.to_string()
         } else {
-            schema
+            shape.schema
         };
-        let key = (schema, table);
-        if !self.tables.contains_key(&key) && !CREATE_SHAPE.is_match(sql) {
+        let key = (schema, shape.table);
+        if !creates && !self.tables.contains_key(&key) {
             return Vec::new();
         }
         if !self.push(&key, at, None) {
@@ -265,24 +268,6 @@ impl SchemaHistory {
     }
 }
 
-static CREATE_SHAPE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?is)^\s*create\s+(?:or\s+replace\s+)?table").expect("static pattern"));
-
-/// The table an unparseable CREATE/ALTER TABLE names, from its leading shape.
-fn changed_table_by_shape(sql: &str) -> Option<(String, String)> {
-    static SHAPE: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(
-            r"(?is)^\s*(?:create\s+(?:or\s+replace\s+)?table\s+(?:if\s+not\s+exists\s+)?|alter\s+(?:online\s+)?(?:ignore\s+)?table\s+)(?:(`[^`]+`|[\w$]+)\s*\.\s*)?(`[^`]+`|[\w$]+)",
-        )
-        .expect("static pattern")
-    });
-    let captures = SHAPE.captures(sql)?;
-    let unquote = |s: &str| s.trim_matches('`').to_string();
-    let schema = captures.get(1).map(|m| unquote(m.as_str())).unwrap_or_default();
-    let table = unquote(captures.get(2)?.as_str());
-    Some((schema, table))
-}
-
 /// Applies one parsed statement.
 struct Apply<'a> {
     history: &'a mut SchemaHistory,
@@ -293,12 +278,12 @@ struct Apply<'a> {
 
 impl Apply<'_> {
     fn key(&self, name: &ObjectName) -> Key {
-        let mut parts = name.0.iter().rev().map(|part| match part.as_ident() {
-            Some(ident) => ident.value.clone(),
-            None => part.to_string(),
-        });
-        let table = parts.next().unwrap_or_default();
-        let schema = parts.next().unwrap_or_else(|| self.session_schema.to_string());
+        let (schema, table) = crate::ddl::schema_and_table(name);
+        let schema = if schema.is_empty() {
+            self.session_schema.to_string()
+        } else {
+            schema
+        };
         (schema, table)
     }
 

@@ -382,7 +382,7 @@ async fn load_schema_history(meta: &Meta, source: &BinlogSource) -> Arc<Mutex<Sc
                 history.seed(tables, &at);
                 let seeded = history.take_changed();
                 if let Err(e) = meta.save_schema_history(seeded.clone()).await {
-                    tracing::warn!(error = %e, "cannot store the schema history yet; retrying with the next change");
+                    tracing::warn!(error = %e, "cannot store the schema history yet; retrying when the dump starts");
                     history.unsaved(&seeded);
                 }
             }
@@ -727,6 +727,8 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         }
         let mut progress = Progress::new(store, position);
         let outcome: Result<()> = async {
+            // Versions a failed write left unsaved (a DDL read again is not recorded twice) are stored first.
+            save_schema_history(meta, history).await?;
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -778,7 +780,9 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                     seconds => seconds as i64 * 1000,
                 };
                 let entries = converter.convert(&event)?;
-                save_schema_history(meta, history).await?;
+                if converter.take_history_changed() {
+                    save_schema_history(meta, history).await?;
+                }
                 for entry in entries {
                     progress.rows += entry.rows as u64;
                     let put = tokio::select! {

@@ -124,6 +124,8 @@ pub struct Converter {
     /// `@@server_id` of the server whose binlog is read, when known.
     source_server_id: Option<u32>,
     history: Option<Arc<Mutex<SchemaHistory>>>,
+    /// Whether a DDL changed the schema history since [`Converter::take_history_changed`].
+    history_changed: bool,
     /// `(schema, table, reason)` already warned about, so a table without metadata is reported once.
     history_warnings: HashSet<(String, String, String)>,
 }
@@ -157,6 +159,7 @@ impl Converter {
             files: Vec::new(),
             source_server_id: None,
             history: None,
+            history_changed: false,
             history_warnings: HashSet::new(),
         }
     }
@@ -331,6 +334,11 @@ impl Converter {
         self
     }
 
+    /// Whether the last events changed the schema history (so it must be stored before their entries go on).
+    pub fn take_history_changed(&mut self) -> bool {
+        std::mem::take(&mut self.history_changed)
+    }
+
     fn history(&self) -> Option<MutexGuard<'_, SchemaHistory>> {
         self.history
             .as_ref()
@@ -374,7 +382,10 @@ impl Converter {
         let Some(mut history) = self.history() else {
             return;
         };
-        for change in history.apply_ddl(sql, session_schema, &at) {
+        let changes = history.apply_ddl(sql, session_schema, &at);
+        drop(history);
+        self.history_changed |= !changes.is_empty();
+        for change in changes {
             match change {
                 Change::Defined { schema, table } => {
                     tracing::info!(table = %format!("{schema}.{table}"), position = %at, "schema history: new table definition")

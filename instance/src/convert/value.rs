@@ -70,8 +70,9 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
                 Value::Int(i) if column.column_type == MYSQL_TYPE_INT24 && !column.unsigned && i >= 1 << 23 => {
                     ((i - (1 << 24)).to_string(), false)
                 }
-                // Without signedness in the table map (NO_LOG, MySQL 5.7) the decoder reads every integer signed;
-                // the schema history says it is unsigned.
+                // Row images read by canal-rs come decoded with the column's signedness already. Those read by
+                // mysql_common's row reader (JSON partial updates) use only the table map's, which NO_LOG and
+                // MySQL 5.7 lack: there the schema history says the column is unsigned.
                 Value::Int(i) if column.unsigned && i < 0 => {
                     let unsigned = i128::from(i) + (1i128 << integer_bits(column.column_type));
                     (unsigned.to_string(), exceeds_signed(column.column_type, unsigned))
