@@ -226,7 +226,7 @@ mod tests {
 
     fn consumers() -> Consumers {
         let mut registry = prometheus_client::registry::Registry::default();
-        Consumers::new("example", &Metrics::new(&mut registry))
+        Consumers::new("example", &Metrics::new(&mut registry, "example"))
     }
 
     fn addr(s: &str) -> SocketAddr {

@@ -101,6 +101,28 @@ impl Error {
         }
     }
 
+    /// A short fixed name for the kind of error, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ConfigRead { .. } | Error::ConfigParse { .. } | Error::ConfigInvalid { .. } => "config",
+            Error::Secret { .. } => "secret",
+            Error::FilterRegex { .. } => "filter",
+            Error::SourceConnect { .. } => "connect",
+            Error::SourceAuth { .. } => "auth",
+            Error::SourceSetting { .. } => "source_setting",
+            Error::SourceQuery { .. } => "query",
+            Error::BinlogDump { .. } => "dump",
+            Error::BinlogPurged { .. } => "purged",
+            Error::SourceSwitched { .. } => "source_switched",
+            Error::Decode { .. } => "decode",
+            Error::ZooKeeper { .. } => "zookeeper",
+            Error::Meta { .. } => "meta",
+            Error::Io { .. } => "io",
+            Error::Protocol(_) => "protocol",
+            Error::Server { .. } => "server",
+        }
+    }
+
     /// Whether retrying later can succeed without a change of configuration on our side.
     ///
     /// Authentication and server-setting errors are still retried (someone can fix the database), but they are

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+use crate::metrics::ZooKeeperSession;
 use crate::zk::{Paths, ServerRunningData, ensure_path, ephemeral};
 
 /// Proof of being active, checked before serving anything.
@@ -105,6 +106,7 @@ pub struct Election {
     candidate: Candidate,
     leadership: watch::Sender<Option<Leadership>>,
     standing: watch::Sender<Standing>,
+    session_state: watch::Sender<ZooKeeperSession>,
 }
 
 /// How a ZooKeeper session ended.
@@ -148,6 +150,7 @@ impl Election {
             candidate,
             leadership: watch::Sender::new(None),
             standing: watch::Sender::new(Standing::Unavailable("connecting to ZooKeeper".into())),
+            session_state: watch::Sender::new(ZooKeeperSession::Connecting),
         }
     }
 
@@ -158,6 +161,20 @@ impl Election {
 
     pub fn standing(&self) -> watch::Receiver<Standing> {
         self.standing.subscribe()
+    }
+
+    /// Follows the ZooKeeper session's state, for the metrics.
+    pub fn session_state(&self) -> watch::Receiver<ZooKeeperSession> {
+        self.session_state.subscribe()
+    }
+
+    fn observe(&self, state: impl Into<ZooKeeperSession>) {
+        self.session_state.send_replace(state.into());
+    }
+
+    fn observed(&self, state: zk::SessionState) -> zk::SessionState {
+        self.observe(state);
+        state
     }
 
     fn session_timeout(&self) -> Duration {
@@ -190,6 +207,7 @@ impl Election {
     pub async fn run(self, release: CancellationToken) {
         let mut backoff = Duration::from_secs(1);
         while !release.is_cancelled() {
+            self.observe(ZooKeeperSession::Connecting);
             let client = tokio::select! {
                 _ = release.cancelled() => break,
                 c = crate::zk::connect(&self.config) => c,
@@ -208,6 +226,7 @@ impl Election {
                 }
             };
             backoff = Duration::from_secs(1);
+            self.observe(client.state());
             tracing::info!(session = %client.session_id(), "connected to ZooKeeper");
             let end = self.session(&client, &release).await;
             // Whatever ended the session, this instance is no longer active.
@@ -223,6 +242,7 @@ impl Election {
             }
         }
         self.standing.send_replace(Standing::Unavailable("stopped".into()));
+        self.observe(ZooKeeperSession::Closed);
     }
 
     async fn register(&self, client: &zk::Client) -> Result<(), zk::Error> {
@@ -349,7 +369,7 @@ impl Election {
                         }
                         break;
                     }
-                    state = states.changed() => match state {
+                    state = states.changed() => match self.observed(state) {
                         zk::SessionState::Disconnected => {
                             self.follow(&mut lease, Standing::Unavailable("disconnected from ZooKeeper".into()));
                             if let Some(end) = self.wait_for_connection(&mut states, release).await {
@@ -393,7 +413,7 @@ impl Election {
         release: &CancellationToken,
     ) -> Option<SessionEnd> {
         loop {
-            let state = states.peek_state();
+            let state = self.observed(states.peek_state());
             if state.is_terminated() {
                 return Some(SessionEnd::Lost(format!("session {state:?}")));
             }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use canal_api::MissingBinlogPolicy;
+use canal_api::{BatchMode, MissingBinlogPolicy};
 
 use crate::config::Settings;
 use crate::consumers::{Connection, Consumers, running_node_replaces};
@@ -26,7 +26,7 @@ use crate::history::SchemaHistory;
 use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
-use crate::metrics::Metrics;
+use crate::metrics::{Counters, InstanceCollector, Metrics, Role, Snapshot, ZooKeeperSession};
 use crate::position::ResumePoint;
 use crate::report::{PodIdentity, ReaderPosition, Reporter, SharedPosition};
 use crate::server::{self, ServerAuth};
@@ -83,6 +83,8 @@ pub struct Destination {
     ack_lock: tokio::sync::Mutex<()>,
     /// The connection consuming each client id.
     pub consumers: Arc<Consumers>,
+    /// Counts for the metrics, bumped by the reader and the protocol server.
+    pub counters: Arc<Counters>,
 }
 
 impl Destination {
@@ -94,11 +96,30 @@ impl Destination {
         }
     }
 
+    /// What the metrics show of this destination right now.
+    fn snapshot(&self, batch_mode: BatchMode, standing: &Standing, zookeeper: Option<ZooKeeperSession>) -> Snapshot {
+        let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let reader = self.position.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Snapshot {
+            store: term.as_ref().map(|t| t.store.stats()),
+            batch_mode,
+            reader_event_time_ms: reader.map(|r| r.event_time_ms),
+            subscriptions: term.as_ref().map_or(0, |t| t.meta.subscriptions()),
+            role: match standing {
+                Standing::Active => Role::Active,
+                Standing::Standby(_) => Role::Standby,
+                Standing::Unavailable(_) => Role::Unavailable,
+            },
+            zookeeper,
+        }
+    }
+
     fn not_active(&self) -> Refused {
         Refused(format!("destination:{} should start first", self.name))
     }
 
     fn activate(&self, term: Arc<Term>) {
+        self.counters.activated();
         *self.term.write().unwrap_or_else(|p| p.into_inner()) = Some(term);
     }
 
@@ -261,7 +282,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
     tracing::info!(address = %bind, destination = %config.destination, "canal server listening");
 
     let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Metrics::new(&mut registry);
+    let metrics = Metrics::new(&mut registry, &config.destination);
     let destination = Arc::new(Destination {
         name: config.destination.clone(),
         filter: Arc::new(RwLock::new(TableFilter::new(
@@ -274,6 +295,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         position: SharedPosition::default(),
         ack_lock: tokio::sync::Mutex::new(()),
         consumers: Arc::new(Consumers::new(&config.destination, &metrics)),
+        counters: metrics.counters.clone(),
     });
     let auth = ServerAuth {
         username: config.server.username.clone(),
@@ -293,6 +315,20 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         .as_ref()
         .map_or_else(|| watch::channel(Standing::Active).1, Election::standing);
     let standing_for_report = standing.clone();
+    let zookeeper_session = election.as_ref().map(Election::session_state);
+    registry.register_collector(Box::new(InstanceCollector::new(
+        &config.destination,
+        metrics.counters.clone(),
+        {
+            let destination = destination.clone();
+            let standing = standing.clone();
+            let batch_mode = config.store.batch_mode;
+            move || {
+                let zookeeper = zookeeper_session.as_ref().map(|s| *s.borrow());
+                destination.snapshot(batch_mode, &standing.borrow(), zookeeper)
+            }
+        },
+    )));
     let health = match config.server.metrics_port {
         0 => None,
         port => {
@@ -433,7 +469,7 @@ async fn serve_term(
     // Clients are served from the first moment, even while the start position cannot be determined yet (the
     // source may be down): they connect, subscribe and get empty batches instead of hanging.
     destination.activate(term.clone());
-    if let Some(start) = start_position(settings, &term.meta, source, stop).await {
+    if let Some(start) = start_position(settings, &term.meta, source, &destination.counters, stop).await {
         tracing::info!(position = %start, "binlog dump starts");
         store.start_at(start.clone());
         let options = convert_options(settings);
@@ -448,6 +484,7 @@ async fn serve_term(
             position: &destination.position,
             meta: &term.meta,
             history: &history,
+            counters: &destination.counters,
         };
         read_binlog(reader, stop).await;
     }
@@ -568,6 +605,7 @@ async fn start_position(
     settings: &Settings,
     meta: &Meta,
     source: &BinlogSource,
+    counters: &Counters,
     shutdown: &CancellationToken,
 ) -> Option<ResumePoint> {
     if let Some(resume) = meta.min_resume() {
@@ -582,7 +620,7 @@ async fn start_position(
         return Some(ResumePoint::after_gtid(gtid));
     }
     let timestamp = start.and_then(|s| s.timestamp);
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(counters);
     loop {
         let found = match timestamp {
             Some(ms) => source.position_at(ms).await,
@@ -605,16 +643,25 @@ async fn start_position(
 }
 
 /// Reconnection delays: 1 s doubling to 30 s, reset after a successful dump start.
-#[derive(Default)]
-struct Backoff {
+struct Backoff<'a> {
     failures: u32,
+    counters: &'a Counters,
 }
 
-impl Backoff {
-    /// Logs `error` and sleeps; false when shutdown was requested meanwhile.
+impl<'a> Backoff<'a> {
+    fn new(counters: &'a Counters) -> Self {
+        Self { failures: 0, counters }
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Logs and counts `error`, and sleeps; false when shutdown was requested meanwhile.
     async fn wait_after(&mut self, error: &Error, shutdown: &CancellationToken) -> bool {
         let delay = Duration::from_secs(1 << self.failures.min(5)).min(MAX_BACKOFF);
         self.failures += 1;
+        self.counters.source_error(error.kind());
         if error.needs_operator() {
             tracing::error!(error = %error, retry_in = ?delay, "binlog source unavailable; fix the cause, retrying");
         } else {
@@ -640,6 +687,7 @@ struct Reader<'a> {
     position: &'a SharedPosition,
     meta: &'a Meta,
     history: &'a Arc<Mutex<SchemaHistory>>,
+    counters: &'a Counters,
 }
 
 /// MySQL's error for a binlog dump the server cannot serve (MariaDB: "Could not find GTID state requested").
@@ -678,8 +726,9 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
         position,
         meta,
         history,
+        counters,
     } = reader;
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(counters);
     let policy = source.missing_binlog_policy();
     // A lapsed lease ends the reader for good: the election decides whether a new term starts.
     while !shutdown.is_cancelled() && lease.is_none_or(Lease::holds) {
@@ -772,7 +821,8 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                     // Fenced: another instance may take over at any moment; stop before doing anything more.
                     return Ok(());
                 }
-                backoff = Backoff::default();
+                backoff.reset();
+                counters.binlog_bytes(u64::from(event.header().event_size()));
                 progress.last_offset = event.header().log_pos() as u64;
                 progress.event_time_ms = match event.header().timestamp() {
                     // Heartbeats (and other artificial events) carry no time: the reader is caught up.

@@ -70,14 +70,50 @@ pub enum StoreError {
     Closed,
 }
 
-/// Numbers for progress logs and metrics.
+/// Numbers for progress logs and metrics. Totals count from the start of the store's term.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub entries: usize,
     pub bytes: u64,
     pub outstanding_batches: usize,
+    /// Entries put, and entries acknowledged: canal's produce and consume sequences.
     pub put_total: u64,
     pub acked_total: u64,
+    /// Binlog bytes of the entries put and acknowledged (canal's produce and consume memory).
+    pub put_bytes: u64,
+    pub acked_bytes: u64,
+    /// Row changes put, handed out in batches (again after a rollback) and acknowledged.
+    pub put_rows: u64,
+    pub got_rows: u64,
+    pub acked_rows: u64,
+    /// Transaction ends put.
+    pub transactions: u64,
+    /// Event times (ms since the epoch) of the newest entry put, handed out and acknowledged; 0 until there is one.
+    pub put_time_ms: i64,
+    pub got_time_ms: i64,
+    pub acked_time_ms: i64,
+    /// Event time of the oldest entry in the store (not yet acknowledged); 0 when it is empty.
+    pub oldest_time_ms: i64,
+    /// How long puts waited for room.
+    pub blocked: Duration,
+    /// The limits: entries, and binlog bytes (MEMSIZE only; 0 in ITEMSIZE mode).
+    pub max_entries: usize,
+    pub max_bytes: u64,
+}
+
+/// Running totals of a store, kept under its lock.
+#[derive(Default)]
+struct Totals {
+    put_bytes: u64,
+    acked_bytes: u64,
+    put_rows: u64,
+    got_rows: u64,
+    acked_rows: u64,
+    transactions: u64,
+    put_time_ms: i64,
+    got_time_ms: i64,
+    acked_time_ms: i64,
+    blocked: Duration,
 }
 
 struct Outstanding {
@@ -102,6 +138,7 @@ struct Inner {
     /// Resume point after the last entry put; `None` until the start position is known.
     tail_resume: Option<ResumePoint>,
     closed: bool,
+    totals: Totals,
 }
 
 /// The store of one destination.
@@ -132,6 +169,7 @@ impl Store {
                 acked_resume: None,
                 tail_resume: None,
                 closed: false,
+                totals: Totals::default(),
             }),
             readable: Notify::new(),
             writable: Notify::new(),
@@ -157,6 +195,7 @@ impl Store {
 
     /// Adds an entry, waiting while the store is full. Fails only when the store is closed.
     pub async fn put(&self, entry: Converted) -> Result<(), StoreError> {
+        let mut waiting_since: Option<Instant> = None;
         loop {
             let notified = self.writable.notified();
             tokio::pin!(notified);
@@ -167,6 +206,14 @@ impl Store {
                     return Err(StoreError::Closed);
                 }
                 if self.has_room(&inner) {
+                    let totals = &mut inner.totals;
+                    if let Some(since) = waiting_since {
+                        totals.blocked += since.elapsed();
+                    }
+                    totals.put_bytes += entry.event_length;
+                    totals.put_rows += entry.rows as u64;
+                    totals.transactions += u64::from(entry.kind == EntryKind::End);
+                    totals.put_time_ms = entry.execute_time;
                     inner.bytes += entry.event_length;
                     inner.tail_resume = Some(entry.resume_after.clone());
                     inner.entries.push_back(entry);
@@ -175,6 +222,7 @@ impl Store {
                     return Ok(());
                 }
             }
+            waiting_since.get_or_insert_with(Instant::now);
             notified.await;
         }
     }
@@ -237,6 +285,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut rows = 0;
         let mut bytes = 0u64;
+        let mut last_time = 0;
         for e in self.available(inner) {
             let full = match self.mode {
                 BatchMode::Itemsize => entries.len() as u64 >= fetch_size,
@@ -249,6 +298,7 @@ impl Store {
             }
             bytes += e.event_length;
             rows += e.rows;
+            last_time = e.execute_time;
             entries.push(e.bytes.clone());
         }
         if entries.is_empty() {
@@ -258,6 +308,8 @@ impl Store {
                 rows: 0,
             };
         }
+        inner.totals.got_rows += rows as u64;
+        inner.totals.got_time_ms = last_time;
         let id = inner.next_batch;
         inner.next_batch += 1;
         let start = inner.get_seq;
@@ -302,6 +354,8 @@ impl Store {
             let Some(entry) = inner.entries.pop_front() else { break };
             inner.first_seq += 1;
             inner.bytes -= entry.event_length;
+            inner.totals.acked_bytes += entry.event_length;
+            inner.totals.acked_time_ms = entry.execute_time;
             rows += entry.rows;
             if matches!(entry.kind, EntryKind::End | EntryKind::Statement) {
                 boundary = Some(Boundary {
@@ -323,6 +377,7 @@ impl Store {
             });
         };
         inner.acked_resume = Some(resume.clone());
+        inner.totals.acked_rows += rows as u64;
         let acked = Acked { resume, boundary, rows };
         tracing::trace!(
             client_id = batch.client_id,
@@ -385,6 +440,23 @@ impl Store {
             outstanding_batches: inner.batches.len(),
             put_total: inner.first_seq + inner.entries.len() as u64,
             acked_total: inner.first_seq,
+            put_bytes: inner.totals.put_bytes,
+            acked_bytes: inner.totals.acked_bytes,
+            put_rows: inner.totals.put_rows,
+            got_rows: inner.totals.got_rows,
+            acked_rows: inner.totals.acked_rows,
+            transactions: inner.totals.transactions,
+            put_time_ms: inner.totals.put_time_ms,
+            got_time_ms: inner.totals.got_time_ms,
+            acked_time_ms: inner.totals.acked_time_ms,
+            oldest_time_ms: inner.entries.front().map_or(0, |e| e.execute_time),
+            blocked: inner.totals.blocked,
+            max_entries: self.max_entries,
+            max_bytes: if self.mode == BatchMode::Memsize {
+                self.max_bytes
+            } else {
+                0
+            },
         }
     }
 

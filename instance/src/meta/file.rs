@@ -132,6 +132,10 @@ impl MetaStore {
         self.persist(&data)
     }
 
+    pub fn subscriptions(&self) -> usize {
+        self.lock().client_datas.len()
+    }
+
     pub fn is_subscribed(&self, client_id: i16) -> bool {
         self.lock()
             .client_datas

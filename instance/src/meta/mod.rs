@@ -150,6 +150,14 @@ impl Meta {
         }
     }
 
+    /// How many client ids are subscribed.
+    pub fn subscriptions(&self) -> usize {
+        match self {
+            Meta::File(store) => store.subscriptions(),
+            Meta::ZooKeeper(zk) => zk.subscriptions(),
+        }
+    }
+
     pub fn cursor(&self, client_id: i16) -> Option<LogPosition> {
         match self {
             Meta::File(store) => store.cursor(client_id),

@@ -188,6 +188,10 @@ impl ZkMeta {
         Ok(())
     }
 
+    pub fn subscriptions(&self) -> usize {
+        self.shared.lock().len()
+    }
+
     pub fn is_subscribed(&self, client_id: i16) -> bool {
         self.shared.lock().contains_key(&client_id)
     }

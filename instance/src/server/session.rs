@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 use super::{ServerAuth, auth, frame};
 use crate::consumers::Connection;
 use crate::instance::Destination;
+use crate::metrics::RequestOutcome;
 use crate::proto::packet::{self, Packet, PacketType};
-use crate::store::Wait;
+use crate::store::{Batch, Wait};
 
 /// canal's default idle timeout when the client does not send one (milliseconds).
 const DEFAULT_IDLE_MS: u64 = 3_600_000;
@@ -49,6 +50,13 @@ pub struct Session {
 
 /// Error code and message of a refused request.
 struct Reply(i32, String);
+
+/// The request being answered, for the metrics.
+#[derive(Clone, Copy)]
+struct Request {
+    packet_type: i32,
+    started: Instant,
+}
 
 fn bad_request(message: impl Into<String>) -> Reply {
     Reply(400, message.into())
@@ -131,7 +139,7 @@ impl Session {
         &mut self,
         framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
         get: packet::Get,
-    ) -> Result<Option<Result<Option<Bytes>, Reply>>, std::io::Error> {
+    ) -> Result<Option<Result<Batch, Reply>>, std::io::Error> {
         let client_id = match self.client_id(&get.destination, &get.client_id, "Get") {
             Ok(id) => id,
             Err(reply) => return Ok(Some(Err(reply))),
@@ -147,7 +155,7 @@ impl Session {
                     return Ok(None);
                 }
                 batch = &mut batch => {
-                    return Ok(Some(batch.map(|b| Some(frame::messages(b.id, b.entries))).map_err(refused)));
+                    return Ok(Some(batch.map_err(refused)));
                 }
                 read = framed.next(), if self.pending.is_none() => match read {
                     Some(Ok(bytes)) => self.pending = Some(bytes),
@@ -166,23 +174,46 @@ impl Session {
         framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
         bytes: Bytes,
     ) -> std::io::Result<Next> {
+        let started = Instant::now();
         let packet = match Packet::decode(bytes) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(peer = %self.peer, error = %e, "closing connection: not a canal packet");
+                self.destination
+                    .counters
+                    .request(-1, RequestOutcome::Refused(400), started.elapsed());
                 framed
                     .send(frame::error(400, &format!("malformed packet: {e}")))
                     .await?;
                 return Ok(Next::Close);
             }
         };
+        let request = Request {
+            packet_type: packet.r#type,
+            started,
+        };
         let reply = if self.authenticated && packet.r#type == PacketType::Get as i32 {
             let get = match packet::Get::decode(packet.body) {
                 Ok(get) => get,
-                Err(e) => return self.send_reply(framed, Err(decode_error("Get", e))).await,
+                Err(e) => return self.send_reply(framed, request, Err(decode_error("Get", e))).await,
             };
             match self.get(framed, get).await? {
-                Some(reply) => reply,
+                Some(Ok(batch)) => {
+                    let empty = batch.id == -1;
+                    let messages = frame::messages(batch.id, batch.entries);
+                    let outcome = if empty {
+                        RequestOutcome::EmptyBatch(messages.len())
+                    } else {
+                        RequestOutcome::Replied(messages.len())
+                    };
+                    // Counted before the write, so that whoever has the reply also finds it counted.
+                    self.destination
+                        .counters
+                        .request(request.packet_type, outcome, started.elapsed());
+                    framed.send(messages).await?;
+                    return Ok(Next::Continue);
+                }
+                Some(Err(reply)) => Err(reply),
                 None => return Ok(Next::Close),
             }
         } else if self.authenticated {
@@ -195,17 +226,27 @@ impl Session {
             }
             reply
         };
-        self.send_reply(framed, reply).await
+        self.send_reply(framed, request, reply).await
     }
 
     async fn send_reply(
         &self,
         framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+        request: Request,
         reply: Result<Option<Bytes>, Reply>,
     ) -> std::io::Result<Next> {
+        // Counted before the write, so that whoever has the reply also finds it counted.
+        let count = |outcome| {
+            self.destination
+                .counters
+                .request(request.packet_type, outcome, request.started.elapsed())
+        };
         match reply {
-            Ok(Some(response)) => framed.send(response).await?,
-            Ok(None) => {}
+            Ok(Some(response)) => {
+                count(RequestOutcome::Replied(response.len()));
+                framed.send(response).await?;
+            }
+            Ok(None) => count(RequestOutcome::Replied(0)),
             Err(Reply(code, message)) => {
                 // A standby refuses every request until it becomes active; that is routine, not a warning.
                 if message.ends_with("should start first") {
@@ -213,6 +254,7 @@ impl Session {
                 } else {
                     tracing::warn!(peer = %self.peer, code, error = %message, "request refused");
                 }
+                count(RequestOutcome::Refused(code));
                 framed.send(frame::error(code, &message)).await?;
             }
         }
