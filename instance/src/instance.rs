@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +27,7 @@ use crate::meta::zk::ZkMeta;
 use crate::meta::{LogPosition, Meta, SourceAddress};
 use crate::metrics::{Counters, InstanceCollector, Metrics, Role, Snapshot, ZooKeeperSession};
 use crate::position::ResumePoint;
+use crate::prefetch::{Next, Prefetch};
 use crate::report::{PodIdentity, ReaderPosition, Reporter, SharedPosition};
 use crate::server::{self, ServerAuth};
 use crate::source::{BinlogSource, HEARTBEAT_PERIOD};
@@ -737,7 +737,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
             _ = shutdown.cancelled() => return,
             r = source.dump(&resume) => r,
         };
-        let (mut stream, facts) = match result {
+        let (stream, facts) = match result {
             Ok(ok) => ok,
             Err(e @ (Error::BinlogPurged { .. } | Error::SourceSwitched { .. }))
                 if policy != MissingBinlogPolicy::Fail =>
@@ -775,28 +775,30 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
             converter.seed_gtid_position(position);
         }
         let mut progress = Progress::new(store, position);
+        let mut events = Prefetch::start(stream, HEARTBEAT_PERIOD * 3);
         let outcome: Result<()> = async {
             // Versions a failed write left unsaved (a DDL read again is not recorded twice) are stored first.
             save_schema_history(meta, history).await?;
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    next = tokio::time::timeout(HEARTBEAT_PERIOD * 3, stream.next()) => next,
+                    next = events.next() => next,
                 };
-                let event = match next {
-                    Err(_) => {
+                // The read-ahead room is held until the event is converted.
+                let (event, _room) = match next {
+                    Next::Silent(silence) => {
                         return Err(Error::BinlogDump {
                             position: progress.position(&converter),
-                            message: format!("no event or heartbeat for {:?}; reconnecting", HEARTBEAT_PERIOD * 3),
+                            message: format!("no event or heartbeat for {silence:?}; reconnecting"),
                         });
                     }
-                    Ok(None) => {
+                    Next::Ended => {
                         return Err(Error::BinlogDump {
                             position: progress.position(&converter),
                             message: "the server closed the binlog stream".into(),
                         });
                     }
-                    Ok(Some(Err(mysql_async::Error::Server(e))))
+                    Next::Failed(mysql_async::Error::Server(e))
                         if e.code == ER_MASTER_FATAL_READING_BINLOG && facts.by_gtid =>
                     {
                         // MariaDB cannot start after the cursor's GTID position: the transactions that follow it
@@ -809,13 +811,13 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                             oldest: facts.files.first().cloned().unwrap_or_else(|| "none".into()),
                         });
                     }
-                    Ok(Some(Err(e))) => {
+                    Next::Failed(e) => {
                         return Err(Error::BinlogDump {
                             position: progress.position(&converter),
                             message: e.to_string(),
                         });
                     }
-                    Ok(Some(Ok(event))) => event,
+                    Next::Event(event, room) => (event, room),
                 };
                 if lease.is_some_and(|l| !l.holds()) {
                     // Fenced: another instance may take over at any moment; stop before doing anything more.
@@ -847,7 +849,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
             }
         }
         .await;
-        let _ = stream.close().await;
+        events.close().await;
         let outcome = match outcome {
             Err(e @ (Error::BinlogPurged { .. } | Error::SourceSwitched { .. }))
                 if policy != MissingBinlogPolicy::Fail =>

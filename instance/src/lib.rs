@@ -1,6 +1,7 @@
 //! canal-instance: a canal-compatible change-data-capture server for MySQL and MariaDB.
 //!
-//! The data path follows the binlog: [`source`] dumps it from the database, [`convert`] turns row events into canal
+//! The data path follows the binlog: [`source`] dumps it from the database, [`prefetch`] reads the dump ahead on a
+//! task of its own, [`convert`] turns row events into canal
 //! Entries (with [`schema`] describing each table and [`ddl`] classifying statements), [`filter`] drops unwanted
 //! tables, [`store`] buffers entries into batches with backpressure, and [`server`] speaks canal's TCP protocol to
 //! clients. [`meta`] persists each client's acknowledged cursor, in a file or in ZooKeeper. [`instance`] wires these
@@ -25,6 +26,7 @@ pub mod instance;
 pub mod meta;
 pub mod metrics;
 pub mod position;
+pub mod prefetch;
 pub mod proto;
 pub mod report;
 pub mod schema;
