@@ -515,7 +515,8 @@ impl InstanceCollector {
                 ),
                 Samples::one(
                     "canal_rs_store_bytes",
-                    "Binlog bytes of the entries in the store",
+                    "Bytes the entries in the store count against its limit (each the larger of its binlog event and its \
+                     encoding)",
                     GAUGE,
                     store.bytes as f64,
                 ),
@@ -527,7 +528,7 @@ impl InstanceCollector {
                 ),
                 Samples::one(
                     "canal_rs_store_capacity_bytes",
-                    "Binlog bytes the store holds before the reader waits (MEMSIZE: bufferSize x memUnit; 0 otherwise)",
+                    "Bytes the store holds before the reader waits (MEMSIZE: bufferSize x memUnit; 0 otherwise)",
                     GAUGE,
                     store.max_bytes as f64,
                 ),

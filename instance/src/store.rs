@@ -3,8 +3,11 @@
 //! Entries live in one queue shared by every client of the destination, as in canal's MemoryEventStoreWithBuffer:
 //! a get hands out the next entries as a numbered batch, an ack of the oldest batch frees its entries, and a
 //! rollback makes every unacknowledged entry fetchable again. When the store holds `bufferSize` entries (or, in
-//! MEMSIZE mode, `bufferSize × memUnit` bytes of binlog events) the reader waits in [`Store::put`]: that is the
-//! backpressure that keeps memory bounded however large a transaction is.
+//! MEMSIZE mode, `bufferSize × memUnit` bytes) the reader waits in [`Store::put`]: that is the backpressure that
+//! keeps memory bounded however large a transaction is. canal counts an entry's binlog event size there; canal-rs
+//! counts the larger of that and the encoded Entry, because narrow rows encode to several times their binlog size
+//! and the limit is meant to bound memory. Batch sizes (a GET's fetch size in memory units) count binlog event sizes,
+//! as in canal.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -74,6 +77,7 @@ pub enum StoreError {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
     pub entries: usize,
+    /// What the entries count against the MEMSIZE limit: each the larger of its binlog event and its encoding.
     pub bytes: u64,
     pub outstanding_batches: usize,
     /// Entries put, and entries acknowledged: canal's produce and consume sequences.
@@ -129,6 +133,7 @@ struct Inner {
     first_seq: u64,
     /// Sequence number of the next entry to hand out.
     get_seq: u64,
+    /// The entries' [`footprint`]s.
     bytes: u64,
     batches: BTreeMap<i64, Outstanding>,
     next_batch: i64,
@@ -139,6 +144,11 @@ struct Inner {
     tail_resume: Option<ResumePoint>,
     closed: bool,
     totals: Totals,
+}
+
+/// What an entry counts against the store's MEMSIZE limit.
+fn footprint(entry: &Converted) -> u64 {
+    entry.event_length.max(entry.bytes.len() as u64)
 }
 
 /// The store of one destination.
@@ -214,7 +224,7 @@ impl Store {
                     totals.put_rows += entry.rows as u64;
                     totals.transactions += u64::from(entry.kind == EntryKind::End);
                     totals.put_time_ms = entry.execute_time;
-                    inner.bytes += entry.event_length;
+                    inner.bytes += footprint(&entry);
                     inner.tail_resume = Some(entry.resume_after.clone());
                     inner.entries.push_back(entry);
                     drop(inner);
@@ -353,7 +363,7 @@ impl Store {
         while inner.first_seq < batch.end {
             let Some(entry) = inner.entries.pop_front() else { break };
             inner.first_seq += 1;
-            inner.bytes -= entry.event_length;
+            inner.bytes -= footprint(&entry);
             inner.totals.acked_bytes += entry.event_length;
             inner.totals.acked_time_ms = entry.execute_time;
             rows += entry.rows;
