@@ -25,9 +25,9 @@ use crate::filter::{FieldFilter, TableFilter};
 use crate::gtid::{Gtid, GtidPosition, mysql_source};
 use crate::history::{Change, SchemaHistory};
 use crate::position::{BinlogPosition, ResumePoint};
-use crate::proto::entry::{self as canal, Column, Entry, Header, RowChange, TransactionBegin, TransactionEnd};
+use crate::proto::entry::{self as canal, Entry, Header, RowChange, TransactionBegin, TransactionEnd};
 use crate::proto::{EntryType, EventType, pair};
-use crate::schema::TableInfo;
+use crate::schema::{ColumnInfo, TableInfo};
 
 /// MariaDB's GTID event, which mysql_common leaves undecoded.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -640,11 +640,11 @@ impl Converter {
             let mut push = |before: Option<Vec<Option<BinlogValue<'static>>>>,
                             after: Option<Vec<Option<BinlogValue<'static>>>>| {
                 let before_columns = match &before {
-                    Some(r) => columns(&info_table, &before_image, delivered, r, None, tz)?,
+                    Some(r) => render_image(&info_table, &before_image, delivered, r, None, tz)?,
                     None => Vec::new(),
                 };
                 let after_columns = match &after {
-                    Some(r) => columns(&info_table, &after_image, delivered, r, Some(&before_columns), tz)?,
+                    Some(r) => render_image(&info_table, &after_image, delivered, r, Some(&before_columns), tz)?,
                     None => Vec::new(),
                 };
                 encode_row_data(&mut row_data, &mut column, &before_columns, &after_columns);
@@ -712,13 +712,46 @@ fn put_message(out: &mut Vec<u8>, field: u32, message: &[u8]) {
     out.extend_from_slice(message);
 }
 
+/// One rendered column of a row image: what an Entry's Column holds, borrowing the name and MySQL type from the
+/// table's description instead of copying them into every row.
+struct RenderedColumn<'a> {
+    index: usize,
+    info: &'a ColumnInfo,
+    sql_type: i32,
+    value: Option<String>,
+    updated: bool,
+}
+
+impl RenderedColumn<'_> {
+    /// Writes the Column message's fields as prost writes a Column with `index`, `sqlType`, `name`, `isKey`,
+    /// `updated`, `isNull`, `value` (unless NULL) and `mysqlType` set.
+    fn encode(&self, out: &mut Vec<u8>) {
+        use prost::encoding::{bool as boolean, int32, string};
+        int32::encode(1, &(self.index as i32), out);
+        int32::encode(2, &self.sql_type, out);
+        string::encode(3, &self.info.name, out);
+        boolean::encode(4, &self.info.primary_key, out);
+        boolean::encode(5, &self.updated, out);
+        boolean::encode(6, &self.value.is_none(), out);
+        if let Some(value) = &self.value {
+            string::encode(8, value, out);
+        }
+        string::encode(10, &self.info.mysql_type, out);
+    }
+}
+
 /// Encodes a RowData (without its length prefix) into `out`, using `scratch` for each column.
-fn encode_row_data(out: &mut Vec<u8>, scratch: &mut Vec<u8>, before: &[Column], after: &[Column]) {
+fn encode_row_data(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    before: &[RenderedColumn<'_>],
+    after: &[RenderedColumn<'_>],
+) {
     out.clear();
     for (field, list) in [(ROW_DATA_BEFORE_COLUMNS, before), (ROW_DATA_AFTER_COLUMNS, after)] {
         for c in list {
             scratch.clear();
-            c.encode_raw(scratch);
+            c.encode(scratch);
             put_message(out, field, scratch);
         }
     }
@@ -765,15 +798,18 @@ fn image_columns(bitmap: Option<&bitvec::slice::BitSlice<u8>>, count: usize) -> 
 
 /// Renders one row image, leaving out what the field filter does not deliver. For an after image, `before` marks
 /// which columns changed.
-fn columns(
-    table: &TableInfo,
+fn render_image<'t>(
+    table: &'t TableInfo,
     image: &[usize],
     delivered: Option<&[bool]>,
     row: &[Option<BinlogValue<'_>>],
-    before: Option<&[Column]>,
+    before: Option<&[RenderedColumn<'_>]>,
     tz: &jiff::tz::TimeZone,
-) -> std::result::Result<Vec<Column>, String> {
+) -> std::result::Result<Vec<RenderedColumn<'t>>, String> {
     let mut out = Vec::with_capacity(image.len());
+    // Both images list columns in ascending index order, so the before column of each after column is found by
+    // walking forward once.
+    let mut before_at = 0;
     for (slot, &index) in image.iter().enumerate() {
         if delivered.is_some_and(|d| !d.get(index).copied().unwrap_or(true)) {
             continue;
@@ -789,20 +825,22 @@ fn columns(
         let rendered = value::render(column, value, tz).map_err(|e| format!("column `{}`: {e}", column.name))?;
         let updated = match before {
             None => false,
-            Some(before) => before.iter().find(|b| b.index == Some(index as i32)).is_none_or(|b| {
-                b.is_null() != rendered.value.is_none() || b.value.as_deref() != rendered.value.as_deref()
-            }),
+            Some(before) => {
+                while before.get(before_at).is_some_and(|b| b.index < index) {
+                    before_at += 1;
+                }
+                match before.get(before_at) {
+                    Some(b) if b.index == index => b.value != rendered.value,
+                    _ => true,
+                }
+            }
         };
-        out.push(Column {
-            index: Some(index as i32),
-            sql_type: Some(rendered.sql_type),
-            name: Some(column.name.clone()),
-            is_key: Some(column.primary_key),
-            updated: Some(updated),
-            is_null: Some(rendered.value.is_none()),
+        out.push(RenderedColumn {
+            index,
+            info: column,
+            sql_type: rendered.sql_type,
             value: rendered.value,
-            mysql_type: Some(column.mysql_type.clone()),
-            ..Default::default()
+            updated,
         });
     }
     Ok(out)
@@ -811,23 +849,43 @@ fn columns(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::RowData;
+    use crate::proto::entry::{Column, RowData};
 
     #[test]
     fn rows_written_field_by_field_are_the_bytes_prost_writes() {
-        let column = |index: i32, value: Option<&str>| Column {
-            index: Some(index),
-            sql_type: Some(4),
-            name: Some(format!("c{index}")),
-            is_key: Some(index == 0),
-            updated: Some(false),
-            is_null: Some(value.is_none()),
+        let info = |index: usize, sql_type: &str| ColumnInfo {
+            index,
+            name: format!("c{index}"),
+            column_type: mysql_common::constants::ColumnType::MYSQL_TYPE_LONG,
+            meta: Vec::new(),
+            unsigned: false,
+            primary_key: index == 0,
+            collation: 0,
+            members: Vec::new(),
+            mysql_type: sql_type.to_string(),
+        };
+        let infos = [info(0, "int(11)"), info(1, "varchar(20)")];
+        let ours_column = |index: usize, value: Option<&str>, updated: bool| RenderedColumn {
+            index,
+            info: &infos[index],
+            // Negative sqlTypes (BIGINT is -5) take ten bytes as a varint.
+            sql_type: if index == 1 { -5 } else { 4 },
             value: value.map(str::to_string),
-            mysql_type: Some("int(11)".into()),
+            updated,
+        };
+        let prost_column = |c: &RenderedColumn<'_>| Column {
+            index: Some(c.index as i32),
+            sql_type: Some(c.sql_type),
+            name: Some(c.info.name.clone()),
+            is_key: Some(c.info.primary_key),
+            updated: Some(c.updated),
+            is_null: Some(c.value.is_none()),
+            value: c.value.clone(),
+            mysql_type: Some(c.info.mysql_type.clone()),
             ..Default::default()
         };
-        let before = vec![column(0, Some("1")), column(1, None)];
-        let after = vec![column(0, Some("1")), column(1, Some("2"))];
+        let before = vec![ours_column(0, Some("1"), false), ours_column(1, None, false)];
+        let after = vec![ours_column(0, Some("1"), false), ours_column(1, Some("2"), true)];
         let head = RowChange {
             table_id: Some(42),
             event_type: Some(EventType::Update as i32),
@@ -839,8 +897,8 @@ mod tests {
         let (mut row_data, mut scratch) = (Vec::new(), Vec::new());
         for _ in 0..2 {
             expected.row_datas.push(RowData {
-                before_columns: before.clone(),
-                after_columns: after.clone(),
+                before_columns: before.iter().map(prost_column).collect(),
+                after_columns: after.iter().map(prost_column).collect(),
                 props: Vec::new(),
             });
             encode_row_data(&mut row_data, &mut scratch, &before, &after);
