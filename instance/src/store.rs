@@ -135,6 +135,11 @@ struct Inner {
     get_seq: u64,
     /// The entries' [`footprint`]s.
     bytes: u64,
+    /// Binlog event bytes of the entries not handed out yet: what a MEMSIZE batch is measured in.
+    available_event_bytes: u64,
+    /// Thresholds (in [`Store::available_units`]) that waiting gets need, with how many wait for each: a put wakes
+    /// them only once the smallest is reached, not for every entry.
+    waiting: BTreeMap<u64, usize>,
     batches: BTreeMap<i64, Outstanding>,
     next_batch: i64,
     /// Resume point just before `entries[0]`: after the last acknowledged entry, or where the dump started.
@@ -144,6 +149,35 @@ struct Inner {
     tail_resume: Option<ResumePoint>,
     closed: bool,
     totals: Totals,
+}
+
+/// A get waiting for its batch to fill, registered so that puts know when to wake it. Leaves on drop, so a get
+/// cancelled while waiting (its connection closed) does not keep a threshold behind.
+struct Waiter<'a> {
+    store: &'a Store,
+    wanted: u64,
+}
+
+impl Waiter<'_> {
+    fn leave(self, inner: &mut Inner) {
+        remove_waiter(inner, self.wanted);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        remove_waiter(&mut self.store.lock(), self.wanted);
+    }
+}
+
+fn remove_waiter(inner: &mut Inner, wanted: u64) {
+    if let Some(count) = inner.waiting.get_mut(&wanted) {
+        *count -= 1;
+        if *count == 0 {
+            inner.waiting.remove(&wanted);
+        }
+    }
 }
 
 /// What an entry counts against the store's MEMSIZE limit.
@@ -174,6 +208,8 @@ impl Store {
                 first_seq: 0,
                 get_seq: 0,
                 bytes: 0,
+                available_event_bytes: 0,
+                waiting: BTreeMap::new(),
                 batches: BTreeMap::new(),
                 next_batch: 1,
                 acked_resume: None,
@@ -225,14 +261,25 @@ impl Store {
                     totals.transactions += u64::from(entry.kind == EntryKind::End);
                     totals.put_time_ms = entry.execute_time;
                     inner.bytes += footprint(&entry);
+                    inner.available_event_bytes += entry.event_length;
                     inner.tail_resume = Some(entry.resume_after.clone());
                     inner.entries.push_back(entry);
+                    let wake = inner
+                        .waiting
+                        .first_key_value()
+                        .is_some_and(|(&wanted, _)| self.available_units(&inner) >= wanted);
                     drop(inner);
-                    self.readable.notify_waiters();
+                    if wake {
+                        self.readable.notify_waiters();
+                    }
                     return Ok(());
                 }
             }
-            waiting_since.get_or_insert_with(Instant::now);
+            if waiting_since.is_none() {
+                waiting_since = Some(Instant::now());
+                // Gets waiting for a larger batch than the store can hold take what there is.
+                self.readable.notify_waiters();
+            }
             notified.await;
         }
     }
@@ -249,6 +296,11 @@ impl Store {
             Wait::Up(d) => Some(Instant::now() + d),
             _ => None,
         };
+        let wanted = match self.mode {
+            BatchMode::Itemsize => fetch_size,
+            BatchMode::Memsize => fetch_size * self.mem_unit,
+        };
+        let mut waiter: Option<Waiter<'_>> = None;
         loop {
             let notified = self.readable.notified();
             tokio::pin!(notified);
@@ -259,8 +311,18 @@ impl Store {
                     return Err(StoreError::Closed);
                 }
                 let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
-                if wait == Wait::No || timed_out || self.batch_is_full(&inner, fetch_size) {
+                // A full store cannot grow into the batch: hand out what is there rather than wait for both sides.
+                let available = self.available_units(&inner);
+                let full = available >= wanted || (available > 0 && !self.has_room(&inner));
+                if wait == Wait::No || timed_out || full {
+                    if let Some(waiter) = waiter.take() {
+                        waiter.leave(&mut inner);
+                    }
                     return Ok(self.take_batch(&mut inner, client_id, fetch_size));
+                }
+                if waiter.is_none() {
+                    *inner.waiting.entry(wanted).or_default() += 1;
+                    waiter = Some(Waiter { store: self, wanted });
                 }
             }
             match deadline {
@@ -274,20 +336,14 @@ impl Store {
 
     fn available<'a>(&self, inner: &'a Inner) -> impl Iterator<Item = &'a Converted> + 'a {
         let skip = (inner.get_seq - inner.first_seq) as usize;
-        inner.entries.iter().skip(skip)
+        inner.entries.range(skip.min(inner.entries.len())..)
     }
 
-    fn batch_is_full(&self, inner: &Inner, fetch_size: u64) -> bool {
+    /// What is not handed out yet, in the unit of fetch sizes: entries (ITEMSIZE) or binlog bytes (MEMSIZE).
+    fn available_units(&self, inner: &Inner) -> u64 {
         match self.mode {
-            BatchMode::Itemsize => self.available(inner).take(fetch_size as usize).count() as u64 >= fetch_size,
-            BatchMode::Memsize => {
-                let wanted = fetch_size * self.mem_unit;
-                let mut bytes = 0;
-                self.available(inner).any(|e| {
-                    bytes += e.event_length;
-                    bytes >= wanted
-                })
-            }
+            BatchMode::Itemsize => inner.entries.len() as u64 - (inner.get_seq - inner.first_seq),
+            BatchMode::Memsize => inner.available_event_bytes,
         }
     }
 
@@ -320,6 +376,7 @@ impl Store {
         }
         inner.totals.got_rows += rows as u64;
         inner.totals.got_time_ms = last_time;
+        inner.available_event_bytes -= bytes;
         let id = inner.next_batch;
         inner.next_batch += 1;
         let start = inner.get_seq;
@@ -362,6 +419,9 @@ impl Store {
         let mut rows = 0;
         while inner.first_seq < batch.end {
             let Some(entry) = inner.entries.pop_front() else { break };
+            if inner.first_seq >= inner.get_seq {
+                inner.available_event_bytes -= entry.event_length;
+            }
             inner.first_seq += 1;
             inner.bytes -= footprint(&entry);
             inner.totals.acked_bytes += entry.event_length;
@@ -422,6 +482,9 @@ impl Store {
             inner.batches.remove(&batch_id);
         }
         inner.get_seq = inner.first_seq;
+        inner.available_event_bytes = inner.entries.iter().map(|e| e.event_length).sum();
+        drop(inner);
+        self.readable.notify_waiters();
         Ok(())
     }
 
@@ -592,6 +655,53 @@ mod tests {
         s.put(entry(3, EntryKind::Row, 1)).await.unwrap();
         let partial = s.get("1001", 5, Wait::Up(Duration::from_millis(20))).await.unwrap();
         assert_eq!(partial.entries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_get_waiting_for_more_than_a_full_store_holds_takes_what_is_there() {
+        // Room for 3 entries, and a get that wants 5 and would wait forever.
+        let s = Arc::new(store(3, BatchMode::Itemsize));
+        let reader = {
+            let s = s.clone();
+            tokio::spawn(async move { s.get("1001", 5, Wait::Forever).await })
+        };
+        for i in 0..3 {
+            s.put(entry(i, EntryKind::Row, 1)).await.unwrap();
+        }
+        let writer = {
+            let s = s.clone();
+            tokio::spawn(async move { s.put(entry(3, EntryKind::Row, 1)).await })
+        };
+        let batch = reader.await.unwrap().unwrap();
+        assert_eq!(batch.entries.len(), 3);
+        s.ack("1001", batch.id).unwrap();
+        writer.await.unwrap().unwrap();
+        // With everything handed out and nothing new, a waiting get keeps waiting instead of spinning on empty
+        // batches.
+        let waiting = s.get("1001", 5, Wait::Up(Duration::from_millis(30))).await.unwrap();
+        assert_eq!(waiting.entries.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn memsize_gets_are_woken_by_bytes_and_a_cancelled_get_leaves_no_threshold() {
+        let s = Arc::new(store(100, BatchMode::Memsize));
+        // 3 units of 100 bytes.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), s.get("1001", 3, Wait::Forever)).await;
+        assert!(cancelled.is_err());
+        assert!(s.lock().waiting.is_empty());
+        let reader = {
+            let s = s.clone();
+            tokio::spawn(async move { s.get("1001", 3, Wait::Forever).await })
+        };
+        for i in 0..2 {
+            s.put(entry(i * 150, EntryKind::Row, 150)).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        let batch = reader.await.unwrap().unwrap();
+        assert_eq!(batch.entries.len(), 2);
+        assert!(s.lock().waiting.is_empty());
+        s.rollback("1001", 0).unwrap();
+        assert_eq!(s.get("1001", 3, Wait::No).await.unwrap().entries.len(), 2);
     }
 
     #[tokio::test]
