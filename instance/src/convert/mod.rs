@@ -97,6 +97,10 @@ struct Table {
     info: Arc<TableInfo>,
     /// Which columns the field filter delivers; `None` for all.
     delivered: Option<Vec<bool>>,
+    /// The table map event's bytes and the DDL generation it was described in: the same table map after no DDL
+    /// (one comes with every transaction) is described once.
+    raw: Vec<u8>,
+    generation: u64,
 }
 
 /// The conversion state for one binlog stream.
@@ -104,6 +108,8 @@ pub struct Converter {
     options: ConvertOptions,
     filter: Arc<RwLock<TableFilter>>,
     tables: HashMap<u64, Table>,
+    /// Counts DDL statements read, so that table descriptions made before one are made again.
+    ddl_generation: u64,
     journal: String,
     /// Offset of the event that opened the current transaction (GTID or BEGIN), if inside one.
     txn_start: Option<u64>,
@@ -146,6 +152,7 @@ impl Converter {
             options,
             filter,
             tables: HashMap::new(),
+            ddl_generation: 0,
             journal: resume.start.journal_name.clone(),
             txn_start: None,
             gtid_start: None,
@@ -201,6 +208,13 @@ impl Converter {
                 self.mariadb = fde.server_version().contains("MariaDB");
                 Vec::new()
             }
+            Some(EventData::TableMapEvent(tme))
+                if self.tables.get(&tme.table_id()).is_some_and(|t| {
+                    t.generation == self.ddl_generation && t.raw.as_slice() == event.data()
+                }) =>
+            {
+                Vec::new()
+            }
             Some(EventData::TableMapEvent(tme)) => {
                 let mut info = TableInfo::from_table_map(&tme, self.mariadb)
                     .map_err(|e| self.decode_error(offset, e.to_string()))?;
@@ -215,6 +229,8 @@ impl Converter {
                         map: tme.into_owned(),
                         info: Arc::new(info),
                         delivered,
+                        raw: event.data().to_vec(),
+                        generation: self.ddl_generation,
                     },
                 );
                 Vec::new()
@@ -533,6 +549,9 @@ impl Converter {
             return Vec::new();
         }
         let statement = ddl::classify(sql);
+        if statement.is_ddl() {
+            self.ddl_generation += 1;
+        }
         if statement.is_ddl() && statement.event_type != EventType::Query {
             self.record_ddl(sql, session_schema, info.offset);
         }
