@@ -4,7 +4,8 @@
 //! when the chart venv can be made); `make bench` copies the report to `docs/`.
 //!
 //! Environment: `BENCH_SCALE` (default 1.0) shrinks or grows every workload; `BENCH_PEERS` (comma-separated, default
-//! all) picks consumers: canal-rs, raw, python, go.
+//! all) picks consumers: canal-rs, raw, python, go, canal (canal's own Java server and client, built by
+//! bench/canal/build.sh with Maven).
 
 mod latency;
 mod peers;
@@ -74,6 +75,13 @@ async fn main() {
     } else {
         None
     };
+    let canal = if wanted("canal") {
+        last_line_of(Command::new("bash").arg(repo.join("bench/canal/build.sh")))
+            .map_err(|e| eprintln!("bench: canal skipped: {e}"))
+            .ok()
+    } else {
+        None
+    };
 
     eprintln!("bench: starting MariaDB");
     let db = MariaDb::start(&[
@@ -98,13 +106,19 @@ async fn main() {
         if let Some(python) = &python {
             results.push(peers::python_mysql_replication(python, &repo, &db, workload));
         }
+        if let Some(canal) = &canal {
+            results.push(peers::canal_server(canal, &repo, &db, workload));
+        }
         for m in results.iter().filter(|m| m.workload == workload.name) {
             eprintln!(
-                "bench: {:<16} {:<26} {:>10.0} rows/s {:>8.2} s{}",
+                "bench: {:<16} {:<26} {:>10.0} rows/s {:>8.2} s{}{}",
                 workload.name,
                 m.consumer,
                 m.rows_per_second(),
                 m.seconds,
+                m.subscribe_seconds
+                    .map(|s| format!(" (subscribe {s:.2} s)"))
+                    .unwrap_or_default(),
                 m.error.as_ref().map(|_| "  (failed)").unwrap_or("")
             );
         }
