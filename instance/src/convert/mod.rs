@@ -209,9 +209,10 @@ impl Converter {
                 Vec::new()
             }
             Some(EventData::TableMapEvent(tme))
-                if self.tables.get(&tme.table_id()).is_some_and(|t| {
-                    t.generation == self.ddl_generation && t.raw.as_slice() == event.data()
-                }) =>
+                if self
+                    .tables
+                    .get(&tme.table_id())
+                    .is_some_and(|t| t.generation == self.ddl_generation && t.raw.as_slice() == event.data()) =>
             {
                 Vec::new()
             }
