@@ -784,8 +784,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                     _ = shutdown.cancelled() => return Ok(()),
                     next = events.next() => next,
                 };
-                // The read-ahead room is held until the event is converted.
-                let (event, _room) = match next {
+                let event = match next {
                     Next::Silent(silence) => {
                         return Err(Error::BinlogDump {
                             position: progress.position(&converter),
@@ -817,7 +816,7 @@ async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken) {
                             message: e.to_string(),
                         });
                     }
-                    Next::Event(event, room) => (event, room),
+                    Next::Event(event) => event,
                 };
                 if lease.is_some_and(|l| !l.holds()) {
                     // Fenced: another instance may take over at any moment; stop before doing anything more.
