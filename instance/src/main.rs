@@ -61,8 +61,33 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Keeps glibc's allocator to one arena. The instance allocates buffers on one thread and frees them on another
+/// (read-ahead, conversion, client sessions); with an arena per thread, glibc kept about a fifth more memory resident
+/// in the bench (71 MB against 57 MB peak on a million-row load) for no measurable speed. musl, which the static image
+/// uses, has a single heap anyway.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+fn main() -> ExitCode {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_or_else(
+            |e| {
+                eprintln!("cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            },
+            |runtime| runtime.block_on(run()),
+        )
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match (cli.command, cli.config) {

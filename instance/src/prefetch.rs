@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Binlog bytes read ahead of the converter at most (one larger event is still let through, alone).
-pub const READ_AHEAD_BYTES: u32 = 4 << 20;
+pub const READ_AHEAD_BYTES: u32 = 2 << 20;
 /// Events handed over at once when the stream has them ready: one wake-up of the converter per batch rather than
 /// per event, which is most of the cost of handing small events between threads.
 const BATCH_EVENTS: usize = 256;
