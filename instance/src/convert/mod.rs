@@ -725,11 +725,39 @@ const ROW_CHANGE_ROW_DATAS: u32 = 12;
 const ROW_DATA_BEFORE_COLUMNS: u32 = 1;
 const ROW_DATA_AFTER_COLUMNS: u32 = 2;
 
-/// Appends a length-delimited field holding an encoded message.
+/// Protobuf wire types of the fields written here.
+const VARINT: u32 = 0;
+const LENGTH_DELIMITED: u32 = 2;
+
+/// Appends a varint; most are one byte (keys, flags, short lengths), which skips prost's general loop.
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        out.push(value as u8);
+    } else {
+        prost::encoding::encode_varint(value, out);
+    }
+}
+
+fn put_key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
+    put_varint(out, u64::from(field << 3 | wire_type));
+}
+
+/// Appends a length-delimited field: an encoded message or a string's bytes.
 fn put_message(out: &mut Vec<u8>, field: u32, message: &[u8]) {
-    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
-    prost::encoding::encode_varint(message.len() as u64, out);
+    put_key(out, field, LENGTH_DELIMITED);
+    put_varint(out, message.len() as u64);
     out.extend_from_slice(message);
+}
+
+/// Appends an int32 field as protobuf does: negative values sign-extended to ten bytes.
+fn put_int32(out: &mut Vec<u8>, field: u32, value: i32) {
+    put_key(out, field, VARINT);
+    put_varint(out, i64::from(value) as u64);
+}
+
+fn put_bool(out: &mut Vec<u8>, field: u32, value: bool) {
+    put_key(out, field, VARINT);
+    out.push(u8::from(value));
 }
 
 /// One rendered column of a row image: what an Entry's Column holds, borrowing the name and MySQL type from the
@@ -746,17 +774,16 @@ impl RenderedColumn<'_> {
     /// Writes the Column message's fields as prost writes a Column with `index`, `sqlType`, `name`, `isKey`,
     /// `updated`, `isNull`, `value` (unless NULL) and `mysqlType` set.
     fn encode(&self, out: &mut Vec<u8>) {
-        use prost::encoding::{bool as boolean, int32, string};
-        int32::encode(1, &(self.index as i32), out);
-        int32::encode(2, &self.sql_type, out);
-        string::encode(3, &self.info.name, out);
-        boolean::encode(4, &self.info.primary_key, out);
-        boolean::encode(5, &self.updated, out);
-        boolean::encode(6, &self.value.is_none(), out);
+        put_int32(out, 1, self.index as i32);
+        put_int32(out, 2, self.sql_type);
+        put_message(out, 3, self.info.name.as_bytes());
+        put_bool(out, 4, self.info.primary_key);
+        put_bool(out, 5, self.updated);
+        put_bool(out, 6, self.value.is_none());
         if let Some(value) = &self.value {
-            string::encode(8, value, out);
+            put_message(out, 8, value.as_bytes());
         }
-        string::encode(10, &self.info.mysql_type, out);
+        put_message(out, 10, self.info.mysql_type.as_bytes());
     }
 }
 
@@ -905,7 +932,9 @@ mod tests {
             ..Default::default()
         };
         let before = vec![ours_column(0, Some("1"), false), ours_column(1, None, false)];
-        let after = vec![ours_column(0, Some("1"), false), ours_column(1, Some("2"), true)];
+        // A value longer than 127 bytes takes a two-byte length.
+        let long = "x".repeat(200);
+        let after = vec![ours_column(0, Some("1"), false), ours_column(1, Some(&long), true)];
         let head = RowChange {
             table_id: Some(42),
             event_type: Some(EventType::Update as i32),

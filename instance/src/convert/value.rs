@@ -7,7 +7,9 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::value::Value;
 
-use crate::schema::{ColumnInfo, charset_of};
+use mysql_common::collations::{Collation, CollationId};
+
+use crate::schema::ColumnInfo;
 
 /// java.sql.Types codes used by canal.
 pub mod sql_type {
@@ -68,7 +70,7 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
             let (text, beyond_signed) = match *v {
                 // mysql_common 0.37 does not sign-extend signed MEDIUMINT: -8388608 arrives as 8388608.
                 Value::Int(i) if column.column_type == MYSQL_TYPE_INT24 && !column.unsigned && i >= 1 << 23 => {
-                    ((i - (1 << 24)).to_string(), false)
+                    (integer_text(i - (1 << 24)), false)
                 }
                 // Row images read by canal-rs come decoded with the column's signedness already. Those read by
                 // mysql_common's row reader (JSON partial updates) use only the table map's, which NO_LOG and
@@ -78,10 +80,10 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
                     (unsigned.to_string(), exceeds_signed(column.column_type, unsigned))
                 }
                 Value::Int(i) => (
-                    i.to_string(),
+                    integer_text(i),
                     column.unsigned && exceeds_signed(column.column_type, i as i128),
                 ),
-                Value::UInt(u) => (u.to_string(), exceeds_signed(column.column_type, u as i128)),
+                Value::UInt(u) => (integer_text(u), exceeds_signed(column.column_type, u as i128)),
                 _ => return Err(mismatch()),
             };
             plain(integer_sql_type(column.column_type, beyond_signed), text)
@@ -115,17 +117,22 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
             plain(sql_type::VARCHAR, text)
         }
         MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => match *v {
-            Value::Date(y, m, d, ..) => plain(sql_type::DATE, format!("{y:04}-{m:02}-{d:02}")),
+            Value::Date(y, m, d, ..) => {
+                let mut text = String::with_capacity(10);
+                push_date(&mut text, y, m, d);
+                plain(sql_type::DATE, text)
+            }
             _ => Err(mismatch()),
         },
         MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => match *v {
-            Value::Date(y, mo, d, h, mi, s, us) => plain(
-                sql_type::TIMESTAMP,
-                format!(
-                    "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}{}",
-                    fraction(us, column.fsp())
-                ),
-            ),
+            Value::Date(y, mo, d, h, mi, s, us) => {
+                let mut text = String::with_capacity(26);
+                push_date(&mut text, y, mo, d);
+                text.push(' ');
+                push_clock(&mut text, u64::from(h), mi, s);
+                push_fraction(&mut text, us, column.fsp());
+                plain(sql_type::TIMESTAMP, text)
+            }
             _ => Err(mismatch()),
         },
         MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => {
@@ -138,12 +145,13 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
         }
         MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => match *v {
             Value::Time(negative, days, h, m, s, us) => {
-                let hours = days as u64 * 24 + h as u64;
-                let sign = if negative { "-" } else { "" };
-                plain(
-                    sql_type::TIME,
-                    format!("{sign}{hours:02}:{m:02}:{s:02}{}", fraction(us, column.fsp())),
-                )
+                let mut text = String::with_capacity(18);
+                if negative {
+                    text.push('-');
+                }
+                push_clock(&mut text, days as u64 * 24 + h as u64, m, s);
+                push_fraction(&mut text, us, column.fsp());
+                plain(sql_type::TIME, text)
             }
             _ => Err(mismatch()),
         },
@@ -281,11 +289,61 @@ fn little_endian(bytes: &[u8]) -> u64 {
 
 /// `.` plus exactly `fsp` digits of the microseconds, or nothing for fsp 0.
 fn fraction(micros: u32, fsp: u8) -> String {
+    let mut text = String::new();
+    push_fraction(&mut text, micros, fsp);
+    text
+}
+
+/// Appends [`fraction`] to `text`.
+fn push_fraction(text: &mut String, micros: u32, fsp: u8) {
     if fsp == 0 {
-        return String::new();
+        return;
     }
-    let digits = format!("{:06}", micros.min(999_999));
-    format!(".{}", &digits[..fsp as usize])
+    text.push('.');
+    let micros = micros.min(999_999);
+    for place in [100_000, 10_000, 1_000, 100, 10, 1]
+        .into_iter()
+        .take(fsp.min(6) as usize)
+    {
+        text.push(digit(micros / place));
+    }
+}
+
+/// The decimal digit of `n % 10`.
+fn digit(n: u32) -> char {
+    char::from(b'0' + (n % 10) as u8)
+}
+
+/// Appends `n` with at least `width` digits, zero-padded (values are never negative here).
+fn push_padded(text: &mut String, n: u64, width: usize) {
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(n);
+    for _ in digits.len()..width {
+        text.push('0');
+    }
+    text.push_str(digits);
+}
+
+/// `YYYY-MM-DD`, as MySQL prints dates (zero dates included).
+fn push_date(text: &mut String, year: u16, month: u8, day: u8) {
+    push_padded(text, year.into(), 4);
+    text.push('-');
+    push_padded(text, month.into(), 2);
+    text.push('-');
+    push_padded(text, day.into(), 2);
+}
+
+/// `HH:MM:SS`, with as many hour digits as needed (TIME goes beyond 24 hours).
+fn push_clock(text: &mut String, hours: u64, minutes: u8, seconds: u8) {
+    push_padded(text, hours, 2);
+    text.push(':');
+    push_padded(text, minutes.into(), 2);
+    text.push(':');
+    push_padded(text, seconds.into(), 2);
+}
+
+fn integer_text(n: impl itoa::Integer) -> String {
+    itoa::Buffer::new().format(n).to_string()
 }
 
 fn parse_epoch(bytes: &[u8]) -> Option<(i64, u32)> {
@@ -316,12 +374,9 @@ pub fn latin1(bytes: &[u8]) -> String {
 
 /// Decodes text in the column's character set; collation 0 (unknown) is read as UTF-8.
 pub fn decode_text(bytes: &[u8], collation: u16) -> String {
-    let charset = if collation == 0 {
-        "utf8mb4".to_string()
-    } else {
-        charset_of(collation).0
-    };
-    let label = match charset.as_str() {
+    let resolved = (collation != 0).then(|| Collation::resolve(CollationId::from(collation)));
+    let charset = resolved.as_ref().map_or("utf8mb4", |c| c.charset());
+    let label = match charset {
         "utf8mb4" | "utf8mb3" | "utf8" => return String::from_utf8_lossy(bytes).into_owned(),
         "binary" => return latin1(bytes),
         "latin1" | "ascii" => "windows-1252",
