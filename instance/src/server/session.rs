@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use prost::Message;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 use tokio_util::codec::LengthDelimitedCodec;
@@ -200,17 +201,21 @@ impl Session {
             match self.get(framed, get).await? {
                 Some(Ok(batch)) => {
                     let empty = batch.id == -1;
-                    let messages = frame::messages(batch.id, batch.entries);
+                    let frame = frame::messages_frame(batch.id, &batch.entries);
+                    drop(batch);
                     let outcome = if empty {
-                        RequestOutcome::EmptyBatch(messages.len())
+                        RequestOutcome::EmptyBatch(frame.len())
                     } else {
-                        RequestOutcome::Replied(messages.len())
+                        RequestOutcome::Replied(frame.len())
                     };
                     // Counted before the write, so that whoever has the reply also finds it counted.
                     self.destination
                         .counters
                         .request(request.packet_type, outcome, started.elapsed());
-                    framed.send(messages).await?;
+                    // The frame is complete, length prefix included: it goes to the socket as it is rather than
+                    // through the codec's buffer, which would copy the whole batch once more.
+                    SinkExt::<Bytes>::flush(framed).await?;
+                    framed.get_mut().write_all(&frame).await?;
                     return Ok(Next::Continue);
                 }
                 Some(Err(reply)) => Err(reply),
