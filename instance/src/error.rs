@@ -101,6 +101,9 @@ impl Error {
         }
     }
 
+    /// [`Error::kind`] of a binlog event that cannot be decoded.
+    pub const DECODE_KIND: &'static str = "decode";
+
     /// A short fixed name for the kind of error, for metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -114,7 +117,7 @@ impl Error {
             Error::BinlogDump { .. } => "dump",
             Error::BinlogPurged { .. } => "purged",
             Error::SourceSwitched { .. } => "source_switched",
-            Error::Decode { .. } => "decode",
+            Error::Decode { .. } => Self::DECODE_KIND,
             Error::ZooKeeper { .. } => "zookeeper",
             Error::Meta { .. } => "meta",
             Error::Io { .. } => "io",

@@ -29,6 +29,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::error::Error;
+use crate::proto::packet::PacketType;
 use crate::store::StoreStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -189,11 +191,10 @@ impl From<zookeeper_client::SessionState> for ZooKeeperSession {
 pub struct Counters {
     received_binlog_bytes: AtomicU64,
     activations: AtomicU64,
-    decode_errors: AtomicU64,
     /// Reader failures by [`Error::kind`](crate::error::Error::kind).
     source_errors: Mutex<BTreeMap<&'static str, u64>>,
     /// Replies by the request's packet type, indexed by its protocol number.
-    client_packets: [AtomicU64; PACKET_TYPES.len()],
+    client_packets: [AtomicU64; PACKET_TYPES],
     client_bytes: AtomicU64,
     client_empty_batches: AtomicU64,
     client_errors: Mutex<BTreeMap<i32, u64>>,
@@ -201,22 +202,8 @@ pub struct Counters {
     request_latency: Histogram,
 }
 
-/// canal's packet type names, by protocol number (CanalProtocol.proto).
-const PACKET_TYPES: [&str; 13] = [
-    "PACKAGETYPECOMPATIBLEPROTO2",
-    "HANDSHAKE",
-    "CLIENTAUTHENTICATION",
-    "ACK",
-    "SUBSCRIPTION",
-    "UNSUBSCRIPTION",
-    "GET",
-    "MESSAGES",
-    "CLIENTACK",
-    "SHUTDOWN",
-    "DUMP",
-    "HEARTBEAT",
-    "CLIENTROLLBACK",
-];
+/// How many packet types CanalProtocol.proto numbers (0 to CLIENTROLLBACK).
+const PACKET_TYPES: usize = PacketType::Clientrollback as usize + 1;
 
 /// How a client request ended, for the client metrics.
 pub enum RequestOutcome {
@@ -233,7 +220,6 @@ impl Counters {
         Self {
             received_binlog_bytes: AtomicU64::new(0),
             activations: AtomicU64::new(0),
-            decode_errors: AtomicU64::new(0),
             source_errors: Mutex::default(),
             client_packets: Default::default(),
             client_bytes: AtomicU64::new(0),
@@ -254,9 +240,6 @@ impl Counters {
 
     /// The binlog reader stopped on an error of `kind` and will retry.
     pub fn source_error(&self, kind: &'static str) {
-        if kind == "decode" {
-            self.decode_errors.fetch_add(1, Ordering::Relaxed);
-        }
         *lock(&self.source_errors).entry(kind).or_default() += 1;
     }
 
@@ -265,7 +248,7 @@ impl Counters {
         self.request_latency.observe(elapsed.as_secs_f64() * 1000.0);
         match outcome {
             RequestOutcome::Replied(bytes) => {
-                let index = usize::try_from(packet_type).ok().filter(|i| *i < PACKET_TYPES.len());
+                let index = usize::try_from(packet_type).ok().filter(|i| *i < PACKET_TYPES);
                 if let Some(index) = index {
                     self.client_packets[index].fetch_add(1, Ordering::Relaxed);
                 }
@@ -382,10 +365,11 @@ impl InstanceCollector {
             "Replies to clients by request packet type",
             UNTYPED,
         );
-        for (name, count) in PACKET_TYPES.iter().zip(&c.client_packets) {
+        for (number, count) in c.client_packets.iter().enumerate() {
             let count = count.load(Ordering::Relaxed);
-            if count > 0 {
-                packets = packets.with(vec![("packetType", name.to_string())], count as f64);
+            let name = i32::try_from(number).ok().and_then(|n| PacketType::try_from(n).ok());
+            if let Some(name) = name.filter(|_| count > 0) {
+                packets = packets.with(vec![("packetType", name.as_str_name().to_string())], count as f64);
             }
         }
         out.push(packets);
@@ -594,7 +578,8 @@ impl InstanceCollector {
             "canal_rs_decode_errors",
             "Binlog events that could not be decoded (the reader stops there and retries)",
             COUNTER,
-            load(&c.decode_errors),
+            // The reader's decode failures are its source errors of that kind.
+            lock(&c.source_errors).get(Error::DECODE_KIND).copied().unwrap_or(0) as f64,
         ));
         let mut source_errors = Samples::new(
             "canal_rs_source_errors",
