@@ -96,20 +96,19 @@ impl Destination {
         }
     }
 
-    /// What the metrics show of this destination right now.
+    /// What the metrics show of this destination right now. The role is read together with the term, so a scrape
+    /// never shows an active instance without its store and activation, or a standby with a store.
     fn snapshot(&self, batch_mode: BatchMode, standing: &Standing, zookeeper: Option<ZooKeeperSession>) -> Snapshot {
         let term = self.term.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let role = metrics_role(standing, term.as_ref().is_some_and(|t| t.holds()));
+        let term = term.filter(|_| role == Role::Active);
         let reader = self.position.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Snapshot {
             store: term.as_ref().map(|t| t.store.stats()),
             batch_mode,
             reader_event_time_ms: reader.map(|r| r.event_time_ms),
             subscriptions: term.as_ref().map_or(0, |t| t.meta.subscriptions()),
-            role: match standing {
-                Standing::Active => Role::Active,
-                Standing::Standby(_) => Role::Standby,
-                Standing::Unavailable(_) => Role::Unavailable,
-            },
+            role,
             zookeeper,
         }
     }
@@ -444,6 +443,18 @@ async fn save_schema_history(meta: &Meta, history: &Mutex<SchemaHistory>) -> Res
         return Err(e);
     }
     Ok(())
+}
+
+/// The role the metrics show. An instance that won the election but is not serving yet (still reading its
+/// subscriptions from ZooKeeper, or retrying that) is neither active nor a standby: it shows as unavailable until
+/// clients can be served, so that `sum(canal_rs_ha_role{role="active"})` counts only instances that serve.
+fn metrics_role(standing: &Standing, serving: bool) -> Role {
+    match standing {
+        Standing::Active if serving => Role::Active,
+        Standing::Active => Role::Unavailable,
+        Standing::Standby(_) => Role::Standby,
+        Standing::Unavailable(_) => Role::Unavailable,
+    }
 }
 
 /// Serves one term: find the start, dump into a fresh store, until `stop`.
@@ -929,5 +940,25 @@ impl<'a> Progress<'a> {
         );
         self.last_log = tokio::time::Instant::now();
         self.rows_at_last_log = self.rows;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_serving_winner_shows_as_active() {
+        assert_eq!(metrics_role(&Standing::Active, true), Role::Active);
+        assert_eq!(metrics_role(&Standing::Active, false), Role::Unavailable);
+        assert_eq!(metrics_role(&Standing::Standby(None), true), Role::Standby);
+        assert_eq!(
+            metrics_role(&Standing::Standby(Some("10.0.0.1:11111".into())), false),
+            Role::Standby
+        );
+        assert_eq!(
+            metrics_role(&Standing::Unavailable("lost".into()), true),
+            Role::Unavailable
+        );
     }
 }
