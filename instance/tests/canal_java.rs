@@ -95,6 +95,8 @@ fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String
 struct JavaClient {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Ends at stdout's EOF, after the process exits.
+    stdout: Option<std::thread::JoinHandle<()>>,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -116,17 +118,22 @@ impl JavaClient {
             .expect("run java (a JDK 17 is needed for this test)");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
-        {
+        let stdout = {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            Some(std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     lines.lock().unwrap().push(line);
                 }
-            });
-        }
+            }))
+        };
         let stderr = Some(drain(child.stderr.take().unwrap()));
-        Self { child, lines, stderr }
+        Self {
+            child,
+            lines,
+            stdout,
+            stderr,
+        }
     }
 
     fn lines(&self) -> Vec<String> {
@@ -176,8 +183,9 @@ impl JavaClient {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let stderr = self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default();
-        // The stdout reader ends at EOF, right after the exit.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let Some(stdout) = self.stdout.take() {
+            stdout.join().unwrap();
+        }
         (status, self.lines(), stderr)
     }
 }
