@@ -40,6 +40,17 @@ fn last_line_of(command: &mut Command) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("{command:?} printed nothing"))
 }
 
+/// Builds peer `name` with `build` when it is wanted: the path its build printed last, or `None` (skipped, and
+/// why) so the other peers still run.
+fn prepare_peer(name: &str, title: &str, build: &mut Command) -> Option<PathBuf> {
+    if !wanted(name) {
+        return None;
+    }
+    last_line_of(build)
+        .map_err(|e| eprintln!("bench: {title} skipped: {e}"))
+        .ok()
+}
+
 #[tokio::main]
 async fn main() {
     let scale: f64 = std::env::var("BENCH_SCALE")
@@ -57,31 +68,23 @@ async fn main() {
     );
 
     // Peers first, so a missing toolchain shows before minutes of writing.
-    let python = if wanted("python") {
-        last_line_of(
-            Command::new("bash")
-                .arg(repo.join("e2e/python/venv.sh"))
-                .args(["../../bench/python/requirements.txt", "../bench/.venv"]),
-        )
-        .map_err(|e| eprintln!("bench: python-mysql-replication skipped: {e}"))
-        .ok()
-    } else {
-        None
-    };
-    let go = if wanted("go") {
-        last_line_of(Command::new("bash").arg(repo.join("bench/go-mysql/build.sh")))
-            .map_err(|e| eprintln!("bench: go-mysql skipped: {e}"))
-            .ok()
-    } else {
-        None
-    };
-    let canal = if wanted("canal") {
-        last_line_of(Command::new("bash").arg(repo.join("bench/canal/build.sh")))
-            .map_err(|e| eprintln!("bench: canal skipped: {e}"))
-            .ok()
-    } else {
-        None
-    };
+    let python = prepare_peer(
+        "python",
+        "python-mysql-replication",
+        Command::new("bash")
+            .arg(repo.join("e2e/python/venv.sh"))
+            .args(["../../bench/python/requirements.txt", "../bench/.venv"]),
+    );
+    let go = prepare_peer(
+        "go",
+        "go-mysql",
+        Command::new("bash").arg(repo.join("bench/go-mysql/build.sh")),
+    );
+    let canal = prepare_peer(
+        "canal",
+        "canal",
+        Command::new("bash").arg(repo.join("bench/canal/build.sh")),
+    );
 
     eprintln!("bench: starting MariaDB");
     let db = MariaDb::start(&[

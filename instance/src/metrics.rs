@@ -323,6 +323,14 @@ impl<'a> Samples<'a> {
         self.samples.push((labels, value));
         self
     }
+
+    /// One sample per `(label value, value)`, all under the label `label`.
+    fn by<V: ToString>(mut self, label: &'a str, values: impl IntoIterator<Item = (V, f64)>) -> Self {
+        for (v, value) in values {
+            self = self.with(vec![(label, v.to_string())], value);
+        }
+        self
+    }
 }
 
 const UNTYPED: MetricType = MetricType::Unknown;
@@ -360,19 +368,21 @@ impl InstanceCollector {
             )
             .with_labels(&[("parser", "0")]),
         ];
-        let mut packets = Samples::new(
-            "canal_instance_client_packets",
-            "Replies to clients by request packet type",
-            UNTYPED,
+        out.push(
+            Samples::new(
+                "canal_instance_client_packets",
+                "Replies to clients by request packet type",
+                UNTYPED,
+            )
+            .by(
+                "packetType",
+                c.client_packets.iter().enumerate().filter_map(|(number, count)| {
+                    let count = count.load(Ordering::Relaxed);
+                    let name = PacketType::try_from(i32::try_from(number).ok()?).ok()?;
+                    (count > 0).then(|| (name.as_str_name(), count as f64))
+                }),
+            ),
         );
-        for (number, count) in c.client_packets.iter().enumerate() {
-            let count = count.load(Ordering::Relaxed);
-            let name = i32::try_from(number).ok().and_then(|n| PacketType::try_from(n).ok());
-            if let Some(name) = name.filter(|_| count > 0) {
-                packets = packets.with(vec![("packetType", name.as_str_name().to_string())], count as f64);
-            }
-        }
-        out.push(packets);
         out.push(Samples::one(
             "canal_instance_client_bytes",
             "Bytes sent to clients",
@@ -385,15 +395,17 @@ impl InstanceCollector {
             UNTYPED,
             load(&c.client_empty_batches),
         ));
-        let mut errors = Samples::new(
-            "canal_instance_client_request_error",
-            "Client requests refused, by error code",
-            UNTYPED,
+        out.push(
+            Samples::new(
+                "canal_instance_client_request_error",
+                "Client requests refused, by error code",
+                UNTYPED,
+            )
+            .by(
+                "errorCode",
+                lock(&c.client_errors).iter().map(|(code, n)| (code, *n as f64)),
+            ),
         );
-        for (code, count) in lock(&c.client_errors).iter() {
-            errors = errors.with(vec![("errorCode", code.to_string())], *count as f64);
-        }
-        out.push(errors);
 
         if let Some(store) = &snapshot.store {
             let batch_mode = match snapshot.batch_mode {
@@ -542,18 +554,17 @@ impl InstanceCollector {
             ]);
         }
 
-        let mut role = Samples::new(
-            "canal_rs_ha_role",
-            "1 for this instance's current role in the destination's active/standby pair",
-            GAUGE,
+        out.push(
+            Samples::new(
+                "canal_rs_ha_role",
+                "1 for this instance's current role in the destination's active/standby pair",
+                GAUGE,
+            )
+            .by(
+                "role",
+                Role::ALL.map(|r| (r.label(), f64::from(u8::from(r == snapshot.role)))),
+            ),
         );
-        for r in Role::ALL {
-            role = role.with(
-                vec![("role", r.label().to_string())],
-                f64::from(u8::from(r == snapshot.role)),
-            );
-        }
-        out.push(role);
         out.push(Samples::one(
             "canal_rs_ha_activations",
             "Times this instance became the active one",
@@ -561,18 +572,17 @@ impl InstanceCollector {
             load(&c.activations),
         ));
         if let Some(session) = snapshot.zookeeper {
-            let mut states = Samples::new(
-                "canal_rs_zookeeper_session",
-                "1 for the current state of the ZooKeeper session",
-                GAUGE,
+            out.push(
+                Samples::new(
+                    "canal_rs_zookeeper_session",
+                    "1 for the current state of the ZooKeeper session",
+                    GAUGE,
+                )
+                .by(
+                    "state",
+                    ZooKeeperSession::ALL.map(|s| (s.label(), f64::from(u8::from(s == session)))),
+                ),
             );
-            for s in ZooKeeperSession::ALL {
-                states = states.with(
-                    vec![("state", s.label().to_string())],
-                    f64::from(u8::from(s == session)),
-                );
-            }
-            out.push(states);
         }
         out.push(Samples::one(
             "canal_rs_decode_errors",
@@ -581,15 +591,14 @@ impl InstanceCollector {
             // The reader's decode failures are its source errors of that kind.
             lock(&c.source_errors).get(Error::DECODE_KIND).copied().unwrap_or(0) as f64,
         ));
-        let mut source_errors = Samples::new(
-            "canal_rs_source_errors",
-            "Times the binlog reader stopped on an error and retried, by kind",
-            COUNTER,
+        out.push(
+            Samples::new(
+                "canal_rs_source_errors",
+                "Times the binlog reader stopped on an error and retried, by kind",
+                COUNTER,
+            )
+            .by("kind", lock(&c.source_errors).iter().map(|(kind, n)| (kind, *n as f64))),
         );
-        for (kind, count) in lock(&c.source_errors).iter() {
-            source_errors = source_errors.with(vec![("kind", kind.to_string())], *count as f64);
-        }
-        out.push(source_errors);
         out
     }
 }
