@@ -109,7 +109,9 @@ pub(crate) fn stop_service(script: &str, dir: &Path) {
         .status();
 }
 
-pub(crate) fn fresh_dir(prefix: &str) -> PathBuf {
+/// A new directory under the system temp dir that outlives the test, so its logs and data can be read after a
+/// failure.
+pub fn fresh_dir(prefix: &str) -> PathBuf {
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir()

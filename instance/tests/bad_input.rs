@@ -26,11 +26,7 @@ const READY: Duration = Duration::from_secs(30);
 const PROMPT: Duration = Duration::from_secs(10);
 
 fn temp_dir() -> PathBuf {
-    tempfile::Builder::new()
-        .prefix("canal-bad-input-")
-        .tempdir()
-        .unwrap()
-        .keep()
+    canal_e2e::fresh_dir("canal-bad-input-")
 }
 
 /// A standalone config, written out here because some tests need fields `standalone_config` does not write.

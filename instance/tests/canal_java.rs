@@ -198,20 +198,12 @@ impl Drop for JavaClient {
 }
 
 fn config(db: &MariaDb, schema: &str, port: u16, zookeeper: &str) -> String {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-java-test-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-java-test-");
     common::zk_instance_config(db, schema, port, zookeeper, &dir)
 }
 
 fn spawn(config: &str, port: u16) -> InstanceProcess {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-java-test-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-java-test-");
     InstanceProcess::spawn(BINARY, &dir, config, port, &[("CANAL_SOURCE_PASSWORD", "canal")])
 }
 
@@ -403,11 +395,7 @@ async fn client_running_node_excludes_java_and_rust_consumers_both_ways() {
     let insert = |id: u32| format!("INSERT INTO orders VALUES ({id}, 'x')");
 
     // Rust first: the Java consumer waits (canal's connect() blocks until its client is the running one).
-    let dir = tempfile::Builder::new()
-        .prefix("canal-java-interop-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-java-interop-");
     let mut rust = TailReplica::start(&dir, "first", &zookeeper.servers, &["--max-changes", "2"]);
     rust.wait_for_log("became the active consumer", Duration::from_secs(30))
         .await;

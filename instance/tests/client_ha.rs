@@ -52,11 +52,7 @@ async fn one_replica_fetches_and_another_takes_over() {
     let db = MariaDb::shared();
     setup_schema(db, "replica_db", &["CREATE TABLE t (id INT PRIMARY KEY)"]).await;
     let port = free_port();
-    let dir = tempfile::Builder::new()
-        .prefix("canal-client-ha-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-client-ha-");
     let config = common::zk_instance_config(db, "replica_db", port, &zookeeper.servers, &dir);
     let mut server_a = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
     server_a

@@ -49,7 +49,7 @@ impl Node {
 }
 
 fn node(db: &MariaDb, zk_servers: &str, index: u32) -> Node {
-    let dir = tempfile::Builder::new().prefix("canal-ha-").tempdir().unwrap().keep();
+    let dir = canal_e2e::fresh_dir("canal-ha-");
     let port = free_port();
     let metrics_port = free_port();
     let config = format!(

@@ -12,20 +12,12 @@ use common::{BINARY, exec, receive_rows, setup_schema};
 use zookeeper_client as zk;
 
 fn config(db: &MariaDb, schema: &str, port: u16, metrics: u16, zookeeper: &str, extra: &str) -> String {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-zk-test-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-zk-test-");
     common::zk_instance_config_with(db, schema, port, metrics, zookeeper, &dir) + extra
 }
 
 fn spawn(config: &str, port: u16) -> InstanceProcess {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-zk-test-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-zk-test-");
     InstanceProcess::spawn(BINARY, &dir, config, port, &[("CANAL_SOURCE_PASSWORD", "canal")])
 }
 

@@ -201,11 +201,7 @@ async fn canal_metrics_count_what_clients_received() {
 }
 
 fn zk_instance(db: &MariaDb, zookeeper: &str) -> (InstanceProcess, u16) {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-metrics-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-metrics-");
     let port = free_port();
     let metrics = free_port();
     let config = common::zk_instance_config_with(db, "metrics_zk_db", port, metrics, zookeeper, &dir);

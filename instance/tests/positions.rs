@@ -25,11 +25,7 @@ async fn current_file(db: &MariaDb) -> String {
 /// How to start (and start again, with the same config and data) an instance reading `schema`, with
 /// `source_extra` in its source section and `start` appended to its config.
 fn launcher(db: &MariaDb, schema: &str, source_extra: &str, start: &str) -> impl Fn() -> InstanceProcess + use<> {
-    let dir = tempfile::Builder::new()
-        .prefix("canal-positions-")
-        .tempdir()
-        .unwrap()
-        .keep();
+    let dir = canal_e2e::fresh_dir("canal-positions-");
     let port = free_port();
     let config = standalone_config("example", db, schema, port, &dir.join("data"))
         .replace("  username: canal\n", &format!("  username: canal\n{source_extra}"))

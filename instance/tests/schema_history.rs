@@ -173,11 +173,7 @@ async fn history_in_zookeeper_serves_the_next_active_instance() {
     )
     .await;
     let spawn = |port: u16, extra: &str| {
-        let dir = tempfile::Builder::new()
-            .prefix("canal-history-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = canal_e2e::fresh_dir("canal-history-");
         let config = zk_instance_config(&db, SCHEMA, port, &zookeeper.servers, &dir) + extra;
         InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")])
     };

@@ -53,7 +53,7 @@ impl Fixture {
 
     /// Starts an instance reading `schema` with the standalone config as `edit` changes it.
     pub async fn start_with(db: &MariaDb, schema: &str, edit: impl FnOnce(String) -> String) -> Fixture {
-        let dir = tempfile::Builder::new().prefix("canal-test-").tempdir().unwrap().keep();
+        let dir = canal_e2e::fresh_dir("canal-test-");
         let port = free_port();
         let config = edit(standalone_config("example", db, schema, port, &dir.join("data")));
         let instance = InstanceProcess::spawn(BINARY, &dir, &config, port, &[("CANAL_SOURCE_PASSWORD", "canal")]);
