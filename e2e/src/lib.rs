@@ -288,16 +288,30 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// Polls `condition` every 50 ms until it holds; panics with `what` after `timeout`.
-pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut condition: F) {
+/// How long [`eventually`] pauses between two tries that did not succeed.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Tries `check` until it returns `Ok`, and returns that value; panics after `timeout` with `what` and the reason
+/// the last try gave. This is the one way tests wait: for a condition, never for a fixed time.
+///
+/// `check` may itself wait (a `get` with a timeout, say) and may gather state across tries.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(reason) => assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}: {reason}"
+            ),
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
     }
+}
+
+/// [`eventually`] for a condition that is simply true or false.
+pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut condition: F) {
+    eventually(timeout, what, async || if condition() { Ok(()) } else { Err("not yet".into()) }).await
 }
 
 /// A `canal-instance` process started from a YAML config.
@@ -350,15 +364,12 @@ impl InstanceProcess {
 
     /// Waits until the log contains `needle`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for `{needle}` in the instance log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("`{needle}` in the instance log");
+        eventually(timeout, &what, async || {
+            let log = self.log();
+            if log.contains(needle) { Ok(()) } else { Err(format!("the log so far:\n{log}")) }
+        })
+        .await
     }
 
     /// Whether the process is still running.
@@ -368,18 +379,11 @@ impl InstanceProcess {
 
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance did not exit within {timeout:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(timeout, "the instance to exit", async || match self.child.try_wait() {
+            Ok(Some(status)) => Ok(status.code()),
+            _ => Err(format!("still running; its log:\n{}", self.log())),
+        })
+        .await
     }
 
     /// SIGKILL, as a crash.
