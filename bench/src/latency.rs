@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
 use canal_instance::client::{CanalClient, GetWait};
-use canal_instance::proto::EntryType;
-use canal_instance::proto::entry::RowChange;
+use canal_instance::protocol::EntryType;
+use canal_instance::protocol::entry::RowChange;
 
 use crate::workloads::SCHEMA;
 

@@ -12,8 +12,8 @@ use serde::Serialize;
 
 use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
 use canal_instance::client::{CanalClient, GetWait};
-use canal_instance::proto::EntryType;
-use canal_instance::proto::entry::RowChange;
+use canal_instance::protocol::EntryType;
+use canal_instance::protocol::entry::RowChange;
 
 use crate::workloads::{SCHEMA, Workload};
 
@@ -61,7 +61,7 @@ impl Measurement {
 }
 
 /// Row changes of the workload's files in a batch of entries, decoded as a client would.
-fn rows_in(entries: &[canal_instance::proto::Entry], files: &[String]) -> u64 {
+fn rows_in(entries: &[canal_instance::protocol::Entry], files: &[String]) -> u64 {
     entries
         .iter()
         .filter(|e| e.entry_type() == EntryType::Rowdata)

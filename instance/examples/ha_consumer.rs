@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use canal_api::ZooKeeperConfig;
+use canal_instance::client::tail::change_lines;
 use canal_instance::client::{ClusterClient, GetWait, HaConsumer};
-use canal_instance::tail::change_lines;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use canal_api::{InstanceConfig, SecretSource};
 use sha1::{Digest, Sha1};
 
+use crate::convert::filter::{FieldFilter, TableFilter};
 use crate::error::{Error, Result};
-use crate::filter::{FieldFilter, TableFilter};
 
 /// A validated configuration with its secrets resolved.
 #[derive(Clone, Debug)]
@@ -125,11 +125,9 @@ fn validate(config: &InstanceConfig) -> Result<()> {
         if start.timestamp.is_some_and(|ms| ms <= 0) {
             return Err(invalid("start.timestamp", "must be milliseconds since the epoch"));
         }
-        if start
-            .gtid
-            .as_deref()
-            .is_some_and(|g| crate::gtid::mariadb_position(g).is_none() && crate::gtid::mysql_set(g).is_none())
-        {
+        if start.gtid.as_deref().is_some_and(|g| {
+            crate::binlog::gtid::mariadb_position(g).is_none() && crate::binlog::gtid::mysql_set(g).is_none()
+        }) {
             return Err(invalid(
                 "start.gtid",
                 "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7, or a MySQL GTID set such as \

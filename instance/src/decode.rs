@@ -15,13 +15,13 @@ use mysql_common::binlog::events::{Event, TransactionPayloadEvent};
 use mysql_common::binlog::{BinlogFileHeader, EventStreamReader};
 use prost::Message;
 
+use crate::binlog::gtid::{MysqlGtidSource, mysql_set};
+use crate::binlog::position::ResumePoint;
+use crate::convert::filter::{FieldFilter, TableFilter};
 use crate::convert::{ConvertOptions, Converted, Converter};
 use crate::error::{Error, Result};
-use crate::filter::{FieldFilter, TableFilter};
-use crate::gtid::{MysqlGtidSource, mysql_set};
-use crate::history::SchemaHistory;
-use crate::position::ResumePoint;
-use crate::proto::Entry;
+use crate::protocol::Entry;
+use crate::schema::history::SchemaHistory;
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
@@ -167,7 +167,7 @@ pub fn run(args: DecodeArgs) -> Result<()> {
         if in_set(&skipped, &entry) {
             return Ok(());
         }
-        for line in crate::tail::change_lines(&name, &entry)? {
+        for line in crate::client::tail::change_lines(&name, &entry)? {
             use std::io::Write;
             writeln!(out, "{line}").map_err(|e| Error::io("write to stdout", e))?;
         }

@@ -1,39 +1,40 @@
 //! canal-instance: a canal-compatible change-data-capture server for MySQL and MariaDB.
 //!
-//! The data path follows the binlog: [`source`] dumps it from the database, [`prefetch`] reads the dump ahead on a
-//! task of its own, [`convert`] turns row events into canal
-//! Entries (with [`schema`] describing each table and [`ddl`] classifying statements), [`filter`] drops unwanted
-//! tables, [`store`] buffers entries into batches with backpressure, and [`server`] speaks canal's TCP protocol to
-//! clients. [`meta`] persists each client's acknowledged cursor, in a file or in ZooKeeper. [`instance`] wires these
-//! together for one destination. With ZooKeeper, [`ha`] elects the active instance in canal's layout ([`zk`]);
-//! [`consumers`] admits one connection per client id. [`health`] serves the probes and the [`metrics`], and
-//! [`report`] tells Kubernetes the pod's role. [`client`] and [`tail`] are the consumer side; [`decode`] runs a local
-//! binlog file through the same converter, and [`gtid`] keeps the GTID positions cursors carry.
+//! The modules follow the data, upstream first:
+//!
+//! ```text
+//! binlog ──events──▶ convert (with schema) ──entries──▶ store ──batches──▶ server ──▶ clients
+//!                                                         ▲ acks      │
+//!                                                         └── meta ◀──┘  (cursors, schema history)
+//! ha: which instance is active          observe: metrics, health, Kubernetes reporting
+//! ```
+//!
+//! - [`binlog`] dumps the binlog from the database as a replica and reads it ahead.
+//! - [`schema`] knows each table's columns at each point of the binlog.
+//! - [`convert`] turns row and query events into canal Entries and applies the filters.
+//! - [`store`] buffers entries into batches with backpressure, and tracks what each client acknowledged.
+//! - [`meta`] persists each client's cursor and the schema history, in a file or in ZooKeeper.
+//! - [`server`] speaks canal's TCP protocol ([`protocol`]) to clients.
+//! - [`ha`] elects the active instance in canal's ZooKeeper layout; [`observe`] shows what happens.
+//! - [`instance`] wires these together for one destination; [`decode`] runs a local binlog file through the same
+//!   converter.
+//! - [`client`] is the consumer side: a library client and the `tail` command.
+//!
+//! [`config`] reads the instance configuration and [`error`] is the one error type.
 
+pub mod binlog;
 pub mod client;
 pub mod config;
-pub mod consumers;
 pub mod convert;
-pub mod ddl;
 pub mod decode;
 pub mod error;
-pub mod filter;
-pub mod gtid;
 pub mod ha;
-pub mod health;
-pub mod history;
 pub mod instance;
 pub mod meta;
-pub mod metrics;
-pub mod position;
-pub mod prefetch;
-pub mod proto;
-pub mod report;
+pub mod observe;
+pub mod protocol;
 pub mod schema;
 pub mod server;
-pub mod source;
 pub mod store;
-pub mod tail;
-pub mod zk;
 
 pub use error::{Error, Result};

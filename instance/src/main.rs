@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use canal_instance::client::tail;
 use canal_instance::config::Settings;
-use canal_instance::{decode, instance, tail};
+use canal_instance::{decode, instance};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 

@@ -18,8 +18,8 @@ use canal_api::{BatchMode, StoreConfig};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::binlog::position::{BinlogPosition, ResumePoint};
 use crate::convert::{Converted, EntryKind};
-use crate::position::{BinlogPosition, ResumePoint};
 
 /// How long a get may wait for a full batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

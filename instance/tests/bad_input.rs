@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use canal_e2e::{InstanceProcess, MariaDb, free_port, rss_kib, wait_until};
 use canal_instance::Error;
 use canal_instance::client::{CanalClient, GetWait};
-use canal_instance::proto::packet::{self, Packet, PacketType};
+use canal_instance::protocol::packet::{self, Packet, PacketType};
 use common::{BINARY, Fixture, changes, exec, receive_rows, setup_schema, value_of};
 use mysql_async::prelude::Queryable;
 use prost::Message as _;

@@ -8,10 +8,10 @@ use std::io::BufReader;
 use std::path::PathBuf;
 
 use canal_instance::convert::ConvertOptions;
+use canal_instance::convert::filter::TableFilter;
 use canal_instance::decode;
-use canal_instance::filter::TableFilter;
-use canal_instance::proto::entry::RowChange;
-use canal_instance::proto::{Entry, EntryType, EventType};
+use canal_instance::protocol::entry::RowChange;
+use canal_instance::protocol::{Entry, EntryType, EventType};
 use prost::Message;
 
 fn fixture(name: &str) -> Option<PathBuf> {

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use canal_e2e::MariaDb;
-use canal_instance::proto::EventType;
-use canal_instance::proto::entry::Column;
+use canal_instance::protocol::EventType;
+use canal_instance::protocol::entry::Column;
 use common::{Fixture, changes, exec, receive_rows, setup_schema};
 
 const TABLE: &str = "CREATE TABLE all_types (

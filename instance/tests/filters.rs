@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use canal_e2e::MariaDb;
 use canal_instance::client::{CanalClient, GetWait};
-use canal_instance::proto::entry::RowChange;
-use canal_instance::proto::{Entry, EntryType, EventType};
+use canal_instance::protocol::entry::RowChange;
+use canal_instance::protocol::{Entry, EntryType, EventType};
 use common::{Fixture, changes, exec, setup_schema};
 use prost::Message;
 

@@ -157,7 +157,7 @@ async fn cursors_carry_the_mariadb_gtid_position() {
             if !changes(std::slice::from_ref(entry)).is_empty() {
                 row_gtid = Some(header.gtid().to_string());
             }
-            if row_gtid.is_some() && entry.entry_type() == canal_instance::proto::EntryType::Transactionend {
+            if row_gtid.is_some() && entry.entry_type() == canal_instance::protocol::EntryType::Transactionend {
                 last_boundary = Some(header);
             }
         }

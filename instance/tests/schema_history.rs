@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port};
 use canal_instance::client::CanalClient;
-use canal_instance::proto::entry::Column;
+use canal_instance::protocol::entry::Column;
 use common::{BINARY, Change, Fixture, changes, exec, receive_rows, setup_schema, zk_instance_config};
 use mysql_async::prelude::Queryable;
 use zookeeper_client as zk;
@@ -199,7 +199,7 @@ async fn history_in_zookeeper_serves_the_next_active_instance() {
     nodes.sort();
     assert_eq!(nodes, ["history_db.t", "history_db.t2", "history_db.t3"]);
     // Forget the cursor, so the next instance starts where its config says: before the DDL.
-    canal_instance::zk::delete_recursive(&zk, "/otter/canal/destinations/example/1001")
+    canal_instance::ha::zk::delete_recursive(&zk, "/otter/canal/destinations/example/1001")
         .await
         .unwrap();
 

@@ -9,7 +9,7 @@ use canal_e2e::MariaDb;
 use canal_instance::client::GetWait;
 use common::{Fixture, changes, exec, receive_rows, setup_schema, value_of};
 
-fn ids(entries: &[canal_instance::proto::Entry]) -> Vec<u32> {
+fn ids(entries: &[canal_instance::protocol::Entry]) -> Vec<u32> {
     changes(entries)
         .iter()
         .map(|c| value_of(&c.row.after_columns, "id").parse().unwrap())

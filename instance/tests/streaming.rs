@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use canal_e2e::{MariaDb, rss_kib};
 use canal_instance::client::GetWait;
-use canal_instance::proto::entry::TransactionEnd;
-use canal_instance::proto::{EntryType, EventType};
+use canal_instance::protocol::entry::TransactionEnd;
+use canal_instance::protocol::{EntryType, EventType};
 use common::{Fixture, changes, exec, receive_rows, setup_schema, value_of};
 use prost::Message;
 
@@ -43,7 +43,7 @@ async fn transactions_arrive_whole_and_in_order() {
     // Other tests' transactions on the same server are filtered out, but canal lets such an empty transaction
     // through (BEGIN then END) every few seconds so cursors move; they are not part of the shape.
     let empty_transaction = |i: usize| {
-        let kind = |j: usize| entries.get(j).map(|e: &canal_instance::proto::Entry| e.entry_type());
+        let kind = |j: usize| entries.get(j).map(|e: &canal_instance::protocol::Entry| e.entry_type());
         (kind(i) == Some(EntryType::Transactionbegin) && kind(i + 1) == Some(EntryType::Transactionend))
             || (i > 0 && kind(i - 1) == Some(EntryType::Transactionbegin) && kind(i) == Some(EntryType::Transactionend))
     };

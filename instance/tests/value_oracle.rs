@@ -24,8 +24,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canal_e2e::{MariaDb, repo_root};
-use canal_instance::proto::EventType;
-use canal_instance::proto::entry::Column;
+use canal_instance::protocol::EventType;
+use canal_instance::protocol::entry::Column;
 use common::{Fixture, changes, receive_rows, setup_schema};
 use mysql_async::prelude::Queryable;
 

@@ -261,11 +261,11 @@ async fn cleanup(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
     if ci.spec.zookeeper_deletion_policy == DeletionPolicy::Delete {
         stop_pods(ci, ctx).await?;
         let destination = ci.spec.destination.clone().unwrap_or_else(|| ci.name_any());
-        let client = canal_instance::zk::connect(&ci.spec.zookeeper)
+        let client = canal_instance::ha::zk::connect(&ci.spec.zookeeper)
             .await
             .map_err(|e| Error::ZooKeeper(e.to_string()))?;
-        let path = canal_instance::zk::Paths::new(&destination);
-        canal_instance::zk::delete_recursive(&client, path.destination())
+        let path = canal_instance::ha::zk::Paths::new(&destination);
+        canal_instance::ha::zk::delete_recursive(&client, path.destination())
             .await
             .map_err(|e| Error::ZooKeeper(format!("delete {}: {e}", path.destination())))?;
         publish(

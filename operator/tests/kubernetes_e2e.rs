@@ -22,8 +22,8 @@ use canal_e2e::control_plane::{ControlPlane, kubectl_stdout, run_kubectl};
 use canal_e2e::kubelet::{KubeletConfig, ProcessKubelet};
 use canal_e2e::{MariaDb, ZooKeeper, repo_root};
 use canal_instance::client::{ClusterClient, GetWait};
-use canal_instance::proto::EntryType;
-use canal_instance::proto::entry::RowChange;
+use canal_instance::protocol::EntryType;
+use canal_instance::protocol::entry::RowChange;
 use mysql_async::prelude::Queryable;
 use prost::Message;
 use serde_json::Value;
@@ -543,7 +543,7 @@ async fn canal_instance_on_a_real_api_server() {
     .await;
     let zk_config: canal_api::ZooKeeperConfig =
         serde_json::from_value(serde_json::json!({"servers": services.zookeeper})).unwrap();
-    let zk = canal_instance::zk::connect(&zk_config).await.unwrap();
+    let zk = canal_instance::ha::zk::connect(&zk_config).await.unwrap();
     assert_eq!(
         zk.check_stat("/otter/canal/destinations/orders").await.unwrap(),
         None,

@@ -4,6 +4,7 @@
 //! tracks the current binlog file and transaction, keeps the table maps, applies the table filter, and attaches to
 //! every entry the [`ResumePoint`] that reproduces the stream right after it.
 
+pub mod filter;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -19,15 +20,15 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::io::ParseBuf;
 use prost::Message;
 
-use crate::ddl;
+use crate::binlog::gtid::{Gtid, GtidPosition, mysql_source};
+use crate::binlog::position::{BinlogPosition, ResumePoint};
+use crate::convert::filter::{FieldFilter, TableFilter};
 use crate::error::{Error, Result};
-use crate::filter::{FieldFilter, TableFilter};
-use crate::gtid::{Gtid, GtidPosition, mysql_source};
-use crate::history::{Change, SchemaHistory};
-use crate::position::{BinlogPosition, ResumePoint};
-use crate::proto::entry::{self as canal, Entry, Header, RowChange, TransactionBegin, TransactionEnd};
-use crate::proto::{EntryType, EventType, pair};
-use crate::schema::{ColumnInfo, TableInfo};
+use crate::protocol::entry::{self as canal, Entry, Header, RowChange, TransactionBegin, TransactionEnd};
+use crate::protocol::{EntryType, EventType, pair};
+use crate::schema::ddl;
+use crate::schema::history::{Change, SchemaHistory};
+use crate::schema::table::{ColumnInfo, TableInfo};
 
 /// MariaDB's GTID event, which mysql_common leaves undecoded.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -289,7 +290,7 @@ impl Converter {
     }
 
     fn rotate(&mut self, name: &str, artificial: bool) {
-        if let Some(next) = crate::position::rotated_to(&self.journal, name, artificial, &self.files) {
+        if let Some(next) = crate::binlog::position::rotated_to(&self.journal, name, artificial, &self.files) {
             tracing::info!(from = %self.journal, to = %next, "binlog rotated");
             self.journal = next;
         }
@@ -896,7 +897,7 @@ fn render_image<'t>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::{Column, RowData};
+    use crate::protocol::entry::{Column, RowData};
 
     #[test]
     fn rows_written_field_by_field_are_the_bytes_prost_writes() {

@@ -9,7 +9,7 @@ use mysql_common::value::Value;
 
 use mysql_common::collations::{Collation, CollationId};
 
-use crate::schema::ColumnInfo;
+use crate::schema::table::ColumnInfo;
 
 /// java.sql.Types codes used by canal.
 pub mod sql_type {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::LogPosition;
 use crate::error::{Error, Result};
-use crate::history::TableHistory;
+use crate::schema::history::TableHistory;
 
 /// canal's `ClientIdentity`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -268,8 +268,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::SourceAddress;
-    use crate::position::{BinlogPosition, ResumePoint};
+    use crate::binlog::position::SourceAddress;
+    use crate::binlog::position::{BinlogPosition, ResumePoint};
     use crate::store::Boundary;
 
     fn source() -> SourceAddress {

@@ -6,9 +6,9 @@ pub mod zk;
 
 use serde::{Deserialize, Serialize};
 
+use crate::binlog::position::{ResumePoint, SourceAddress};
 use crate::error::Result;
-use crate::history::TableHistory;
-use crate::position::ResumePoint;
+use crate::schema::history::TableHistory;
 use crate::store::Boundary;
 
 /// canal's `LogPosition`: where a client's acknowledged data ends.
@@ -29,13 +29,6 @@ pub struct LogPosition {
 pub struct LogIdentity {
     pub slave_id: i64,
     pub source_address: SourceAddress,
-}
-
-/// canal's serialization of a Java `InetSocketAddress`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct SourceAddress {
-    pub address: String,
-    pub port: u16,
 }
 
 /// canal's `EntryPosition`.

@@ -14,8 +14,8 @@ use zookeeper_client as zk;
 
 use super::LogPosition;
 use crate::error::{Error, Result};
-use crate::history::TableHistory;
-use crate::zk::{Paths, delete_recursive, ensure_path, put};
+use crate::ha::zk::{Paths, delete_recursive, ensure_path, put};
+use crate::schema::history::TableHistory;
 
 /// The Java class canal names in the cursor's `@type`.
 const LOG_POSITION_TYPE: &str = "com.alibaba.otter.canal.protocol.position.LogPosition";

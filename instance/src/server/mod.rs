@@ -1,10 +1,10 @@
 //! canal's TCP protocol server: accepts client connections and runs one [`session`] per connection.
 //!
-//! [`frame`] is the wire framing and packet builders, [`auth`] the password scramble, [`session`] the per-connection
-//! request loop that calls into the [`Destination`](crate::instance::Destination).
+//! [`session`] is the per-connection request loop (the wire format itself is in [`crate::protocol`]); it calls into
+//! the [`Destination`](crate::server::destination::Destination). [`consumers`] admits one connection per client id.
 
-pub mod auth;
-pub mod frame;
+pub mod consumers;
+pub mod destination;
 pub mod session;
 
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::instance::Destination;
+use crate::server::destination::Destination;
 
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

@@ -17,11 +17,12 @@ use tokio_util::codec::Framed;
 use tokio_util::codec::LengthDelimitedCodec;
 use tokio_util::sync::CancellationToken;
 
-use super::{ServerAuth, auth, frame};
-use crate::consumers::Connection;
-use crate::instance::Destination;
-use crate::metrics::RequestOutcome;
-use crate::proto::packet::{self, Packet, PacketType};
+use super::ServerAuth;
+use crate::observe::metrics::RequestOutcome;
+use crate::protocol::packet::{self, Packet, PacketType};
+use crate::protocol::{auth, frame};
+use crate::server::consumers::Connection;
+use crate::server::destination::{Destination, Refused};
 use crate::store::{Batch, Wait};
 
 /// canal's default idle timeout when the client does not send one (milliseconds).
@@ -49,8 +50,22 @@ pub struct Session {
     idle: Duration,
 }
 
-/// Error code and message of a refused request.
-struct Reply(i32, String);
+/// Error code and message of a refused request, and whether the refusal is routine (logged at debug level).
+struct Reply {
+    code: i32,
+    message: String,
+    routine: bool,
+}
+
+impl Reply {
+    fn error(code: i32, message: impl Into<String>) -> Self {
+        Reply {
+            code,
+            message: message.into(),
+            routine: false,
+        }
+    }
+}
 
 /// The request being answered, for the metrics.
 #[derive(Clone, Copy)]
@@ -60,15 +75,19 @@ struct Request {
 }
 
 fn bad_request(message: impl Into<String>) -> Reply {
-    Reply(400, message.into())
+    Reply::error(400, message)
 }
 
 fn decode_error(what: &str, e: prost::DecodeError) -> Reply {
     bad_request(format!("malformed {what}: {e}"))
 }
 
-fn refused(e: crate::instance::Refused) -> Reply {
-    bad_request(e.0)
+fn refused(e: Refused) -> Reply {
+    Reply {
+        code: 400,
+        message: e.to_string(),
+        routine: e.is_routine(),
+    }
 }
 
 impl Session {
@@ -252,9 +271,8 @@ impl Session {
                 framed.send(response).await?;
             }
             Ok(None) => count(RequestOutcome::Replied(0)),
-            Err(Reply(code, message)) => {
-                // A standby refuses every request until it becomes active; that is routine, not a warning.
-                if message.ends_with("should start first") {
+            Err(Reply { code, message, routine }) => {
+                if routine {
                     tracing::debug!(peer = %self.peer, code, error = %message, "request refused");
                 } else {
                     tracing::warn!(peer = %self.peer, code, error = %message, "request refused");
@@ -297,7 +315,7 @@ impl Session {
             self.destination
                 .subscribe(&self.connection, client_id, &request.filter)
                 .await
-                .map_err(|e| bad_request(e.0))?;
+                .map_err(refused)?;
         }
         Ok(Some(frame::ok()))
     }
@@ -305,7 +323,7 @@ impl Session {
     /// Checks the destination and parses the client id as canal does (a Java short).
     fn client_id(&self, destination: &str, client_id: &str, what: &str) -> Result<i16, Reply> {
         if destination.is_empty() || client_id.is_empty() {
-            return Err(Reply(401, format!("destination or clientId is null. {what}")));
+            return Err(Reply::error(401, format!("destination or clientId is null. {what}")));
         }
         if destination != self.destination.name {
             return Err(bad_request(format!("can't find destination:{destination}")));
@@ -342,7 +360,7 @@ impl Session {
                 let client_id = self.client_id(&ack.destination, &ack.client_id, "ClientAck")?;
                 match ack.batch_id {
                     -1 => {}
-                    0 => return Err(Reply(402, "batchId should assign value. Ack: batchId 0".into())),
+                    0 => return Err(Reply::error(402, "batchId should assign value. Ack: batchId 0")),
                     id => self
                         .destination
                         .ack(&self.connection, client_id, id)

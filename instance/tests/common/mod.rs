@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
 use canal_instance::client::{CanalClient, GetWait};
-use canal_instance::proto::entry::{RowChange, RowData};
-use canal_instance::proto::{Entry, EntryType, EventType};
+use canal_instance::protocol::entry::{RowChange, RowData};
+use canal_instance::protocol::{Entry, EntryType, EventType};
 use mysql_async::prelude::Queryable;
 use prost::Message;
 
@@ -149,7 +149,7 @@ pub async fn receive_rows(client: &mut CanalClient, count: usize, timeout: Durat
 }
 
 /// The value of column `name` in a row image.
-pub fn value_of<'a>(columns: &'a [canal_instance::proto::entry::Column], name: &str) -> &'a str {
+pub fn value_of<'a>(columns: &'a [canal_instance::protocol::entry::Column], name: &str) -> &'a str {
     columns
         .iter()
         .find(|c| c.name() == name)

@@ -1,4 +1,8 @@
-//! canal's protobuf messages, generated at build time from `proto/` (see build.rs).
+//! canal's wire format, shared by the server and the client: the protobuf messages (generated at build time from
+//! `proto/`, see build.rs), the length-prefixed [`frame`]s that carry them, and the password scramble of [`auth`].
+
+pub mod auth;
+pub mod frame;
 
 /// Packets of the client/server protocol (`CanalProtocol.proto`).
 #[allow(clippy::all, missing_docs)]

@@ -8,11 +8,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
 use mysql_common::packets::{GnoInterval, Sid, Tag};
 
+use crate::binlog::position::SourceAddress;
+use crate::binlog::position::{BinlogPosition, ResumePoint};
 use crate::config::Settings;
 use crate::error::{Error, Result};
-use crate::history::ColumnDef;
-use crate::meta::SourceAddress;
-use crate::position::{BinlogPosition, ResumePoint};
+use crate::schema::history::ColumnDef;
 
 /// A table's name and columns: `(schema, table, columns)`.
 pub type TableDefinition = (String, String, Vec<ColumnDef>);
@@ -329,7 +329,8 @@ impl BinlogSource {
             let starts = match event.read_data() {
                 Ok(Some(EventData::RotateEvent(rotate))) => {
                     let artificial = header.log_pos() == 0;
-                    if let Some(next) = crate::position::rotated_to(&current, &rotate.name(), artificial, files) {
+                    if let Some(next) = crate::binlog::position::rotated_to(&current, &rotate.name(), artificial, files)
+                    {
                         current = next;
                     }
                     false
@@ -390,17 +391,19 @@ impl BinlogSource {
         } else {
             match (&from.gtid, facts.mariadb) {
                 (Some(gtid), true) => {
-                    Some(crate::gtid::mariadb_position(gtid).ok_or_else(|| Error::ConfigInvalid {
-                        field: "GTID position".into(),
-                        message: format!(
-                            "`{gtid}` is not a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7, and {} is \
+                    Some(
+                        crate::binlog::gtid::mariadb_position(gtid).ok_or_else(|| Error::ConfigInvalid {
+                            field: "GTID position".into(),
+                            message: format!(
+                                "`{gtid}` is not a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7, and {} is \
                              MariaDB",
-                            self.address
-                        ),
-                    })?)
+                                self.address
+                            ),
+                        })?,
+                    )
                 }
                 (Some(gtid), false) => {
-                    if crate::gtid::mysql_set(gtid).is_none() {
+                    if crate::binlog::gtid::mysql_set(gtid).is_none() {
                         return Err(Error::ConfigInvalid {
                             field: "GTID position".into(),
                             message: format!(
@@ -478,7 +481,7 @@ impl BinlogSource {
                 if !facts.mariadb {
                     // COM_BINLOG_DUMP_GTID: MySQL sends every transaction not in the set, from the oldest file
                     // that has one.
-                    let sids = crate::gtid::mysql_set(gtid)
+                    let sids = crate::binlog::gtid::mysql_set(gtid)
                         .map(|set| dump_sids(&set))
                         .unwrap_or_else(|| Ok(Vec::new()))
                         .map_err(|message| Error::ConfigInvalid {
@@ -524,7 +527,7 @@ impl BinlogSource {
 
 /// The sid block of a COM_BINLOG_DUMP_GTID for `set`: per source its UUID (and MySQL 8.4 tag) and its intervals,
 /// whose ends the protocol makes exclusive. Fails on a tag MySQL would not accept.
-pub fn dump_sids(set: &[crate::gtid::MysqlGtidSource]) -> std::result::Result<Vec<Sid<'static>>, String> {
+pub fn dump_sids(set: &[crate::binlog::gtid::MysqlGtidSource]) -> std::result::Result<Vec<Sid<'static>>, String> {
     set.iter()
         .map(|source| {
             let intervals = source
@@ -553,7 +556,7 @@ mod tests {
     /// The COM_BINLOG_DUMP_GTID sent for a cursor's GTID set, against the protocol's layout written out by hand.
     #[test]
     fn a_mysql_gtid_set_becomes_the_sid_block_of_com_binlog_dump_gtid() {
-        let set = crate::gtid::mysql_set("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7").unwrap();
+        let set = crate::binlog::gtid::mysql_set("3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7").unwrap();
         let command = ComBinlogDumpGtid::new(42)
             .with_pos(4)
             .with_sids(dump_sids(&set).unwrap());

@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{ClusterClient, GetWait, HaConsumer, Message};
 use crate::error::{Error, Result};
-use crate::proto::entry::{Column, RowChange};
-use crate::proto::{Entry, EntryType, EventType};
+use crate::protocol::entry::{Column, RowChange};
+use crate::protocol::{Entry, EntryType, EventType};
 
 /// What to tail.
 #[derive(Clone, Debug, clap::Args)]

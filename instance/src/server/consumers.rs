@@ -19,7 +19,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{ClientLabels, Metrics};
+use crate::observe::metrics::{ClientLabels, Metrics};
+use crate::observe::report::Consumer;
 
 /// One client connection, as the registry knows it.
 #[derive(Debug)]
@@ -36,15 +37,6 @@ struct Holder {
     peer: SocketAddr,
     since: jiff::Timestamp,
     evicted: CancellationToken,
-}
-
-/// The connection consuming one client id, for status reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Consumer {
-    pub client_id: i16,
-    /// The consumer's `ip:port`, as the server sees it.
-    pub address: String,
-    pub since: jiff::Timestamp,
 }
 
 /// Who holds a client id that another connection asked for.

@@ -21,8 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
-use crate::metrics::ZooKeeperSession;
-use crate::zk::{Paths, ServerRunningData, ensure_path, ephemeral};
+use crate::ha::zk::{Paths, ServerRunningData, ensure_path, ephemeral};
 
 /// Proof of being active, checked before serving anything.
 #[derive(Clone, Debug)]
@@ -210,7 +209,7 @@ impl Election {
             self.observe(ZooKeeperSession::Connecting);
             let client = tokio::select! {
                 _ = release.cancelled() => break,
-                c = crate::zk::connect(&self.config) => c,
+                c = crate::ha::zk::connect(&self.config) => c,
             };
             let client = match client {
                 Ok(c) => c,
@@ -462,6 +461,59 @@ fn is_terminal(e: &zk::Error) -> bool {
         e,
         zk::Error::SessionExpired | zk::Error::AuthFailed | zk::Error::ClientClosed | zk::Error::NoHosts
     )
+}
+
+/// The state of the election's ZooKeeper session, each state a case of its own (the metrics show it by name).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ZooKeeperSession {
+    /// No session yet: connecting, or waiting to retry.
+    #[default]
+    Connecting,
+    Connected,
+    ConnectedReadOnly,
+    /// The connection dropped; the session lives on until its timeout.
+    Disconnected,
+    Expired,
+    AuthFailed,
+    Closed,
+}
+
+impl ZooKeeperSession {
+    pub const ALL: [ZooKeeperSession; 7] = [
+        ZooKeeperSession::Connecting,
+        ZooKeeperSession::Connected,
+        ZooKeeperSession::ConnectedReadOnly,
+        ZooKeeperSession::Disconnected,
+        ZooKeeperSession::Expired,
+        ZooKeeperSession::AuthFailed,
+        ZooKeeperSession::Closed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ZooKeeperSession::Connecting => "connecting",
+            ZooKeeperSession::Connected => "connected",
+            ZooKeeperSession::ConnectedReadOnly => "connected_read_only",
+            ZooKeeperSession::Disconnected => "disconnected",
+            ZooKeeperSession::Expired => "expired",
+            ZooKeeperSession::AuthFailed => "auth_failed",
+            ZooKeeperSession::Closed => "closed",
+        }
+    }
+}
+
+impl From<zookeeper_client::SessionState> for ZooKeeperSession {
+    fn from(state: zookeeper_client::SessionState) -> Self {
+        use zookeeper_client::SessionState as S;
+        match state {
+            S::SyncConnected => ZooKeeperSession::Connected,
+            S::ConnectedReadOnly => ZooKeeperSession::ConnectedReadOnly,
+            S::Disconnected => ZooKeeperSession::Disconnected,
+            S::Expired => ZooKeeperSession::Expired,
+            S::AuthFailed => ZooKeeperSession::AuthFailed,
+            S::Closed => ZooKeeperSession::Closed,
+        }
+    }
 }
 
 #[cfg(test)]

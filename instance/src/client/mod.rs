@@ -1,6 +1,8 @@
 //! A small canal client: the same protocol canal's Java, Go and Python clients speak, for the tail command, tests and
 //! Rust consumers.
 
+pub mod tail;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,9 +12,9 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::{Error, Result};
-use crate::proto::Entry;
-use crate::proto::packet::{self, Packet, PacketType};
-use crate::server::{auth, frame};
+use crate::protocol::Entry;
+use crate::protocol::packet::{self, Packet, PacketType};
+use crate::protocol::{auth, frame};
 
 /// Finds the address of the active server of `destination` from canal's running node in ZooKeeper, as canal's
 /// `ClusterCanalConnector` does.
@@ -23,8 +25,8 @@ pub async fn running_server(zookeeper: &str, destination: &str) -> Result<String
         failover_delay_seconds: 5,
         cursor_flush_period_ms: 0,
     };
-    let client = crate::zk::connect(&config).await?;
-    let running = crate::zk::Paths::new(destination).running();
+    let client = crate::ha::zk::connect(&config).await?;
+    let running = crate::ha::zk::Paths::new(destination).running();
     let data = match client.get_data(&running).await {
         Ok((data, _)) => data,
         Err(zookeeper_client::Error::NoNode) => {
@@ -39,7 +41,7 @@ pub async fn running_server(zookeeper: &str, destination: &str) -> Result<String
             });
         }
     };
-    crate::zk::ServerRunningData::parse(&data)
+    crate::ha::zk::ServerRunningData::parse(&data)
         .filter(|r| r.active)
         .map(|r| r.address)
         .ok_or_else(|| Error::Protocol(format!("no active canal server for {destination} in {running}")))
@@ -402,7 +404,7 @@ impl HaConsumer {
             client,
             leadership,
             active: None,
-            running: crate::zk::Paths::new(destination).client_running(client_id),
+            running: crate::ha::zk::Paths::new(destination).client_running(client_id),
             client_id,
             announced: false,
             release,
@@ -450,7 +452,7 @@ impl HaConsumer {
         let (Some(leader), Some(local)) = (self.active.as_ref(), self.client.local_address()) else {
             return;
         };
-        let data = crate::ha::client_running_data(&local.to_string(), self.client_id);
+        let data = crate::ha::election::client_running_data(&local.to_string(), self.client_id);
         let Ok(Some(stat)) = leader.client.check_stat(&self.running).await else {
             return;
         };

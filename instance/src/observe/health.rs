@@ -34,7 +34,7 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::encode(&registry),
+        crate::observe::metrics::encode(&registry),
     )
 }
 

@@ -1,4 +1,4 @@
-//! The instance's Prometheus metrics, served on the metrics port at `/metrics` by [`health`](crate::health).
+//! The instance's Prometheus metrics, served on the metrics port at `/metrics` by [`health`](crate::observe::health).
 //!
 //! Two sets of names:
 //! - canal's (`canal_instance_*`, canal-compat.md §7), with canal's labels, so that canal's Grafana dashboard works
@@ -30,7 +30,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::error::Error;
-use crate::proto::packet::PacketType;
+use crate::ha::ZooKeeperSession;
+use crate::protocol::packet::PacketType;
 use crate::store::StoreStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,59 +130,6 @@ impl Role {
             Role::Active => "active",
             Role::Standby => "standby",
             Role::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// The ZooKeeper session as the metrics show it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ZooKeeperSession {
-    /// No session yet: connecting, or waiting to retry.
-    #[default]
-    Connecting,
-    Connected,
-    ConnectedReadOnly,
-    /// The connection dropped; the session lives on until its timeout.
-    Disconnected,
-    Expired,
-    AuthFailed,
-    Closed,
-}
-
-impl ZooKeeperSession {
-    const ALL: [ZooKeeperSession; 7] = [
-        ZooKeeperSession::Connecting,
-        ZooKeeperSession::Connected,
-        ZooKeeperSession::ConnectedReadOnly,
-        ZooKeeperSession::Disconnected,
-        ZooKeeperSession::Expired,
-        ZooKeeperSession::AuthFailed,
-        ZooKeeperSession::Closed,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            ZooKeeperSession::Connecting => "connecting",
-            ZooKeeperSession::Connected => "connected",
-            ZooKeeperSession::ConnectedReadOnly => "connected_read_only",
-            ZooKeeperSession::Disconnected => "disconnected",
-            ZooKeeperSession::Expired => "expired",
-            ZooKeeperSession::AuthFailed => "auth_failed",
-            ZooKeeperSession::Closed => "closed",
-        }
-    }
-}
-
-impl From<zookeeper_client::SessionState> for ZooKeeperSession {
-    fn from(state: zookeeper_client::SessionState) -> Self {
-        use zookeeper_client::SessionState as S;
-        match state {
-            S::SyncConnected => ZooKeeperSession::Connected,
-            S::ConnectedReadOnly => ZooKeeperSession::ConnectedReadOnly,
-            S::Disconnected => ZooKeeperSession::Disconnected,
-            S::Expired => ZooKeeperSession::Expired,
-            S::AuthFailed => ZooKeeperSession::AuthFailed,
-            S::Closed => ZooKeeperSession::Closed,
         }
     }
 }

@@ -14,13 +14,21 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::consumers::{Consumer, Consumers};
 use crate::ha::Standing;
 
 /// How often a pod refreshes its report even when nothing changed (its `lastSeen`).
 const REFRESH: Duration = Duration::from_secs(10);
 /// The label the client Service selects on.
 pub const ROLE_LABEL: &str = "canal.rs/role";
+
+/// The connection consuming one client id, for status reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Consumer {
+    pub client_id: i16,
+    /// The consumer's `ip:port`, as the server sees it.
+    pub address: String,
+    pub since: jiff::Timestamp,
+}
 
 /// Where this pod reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,17 +160,17 @@ impl Reporter {
         self,
         mut standing: watch::Receiver<Standing>,
         position: SharedPosition,
-        consumers: Arc<Consumers>,
+        consumers: impl Fn() -> Vec<Consumer>,
+        mut consumer_changes: watch::Receiver<u64>,
         shutdown: CancellationToken,
     ) {
         let mut refresh = tokio::time::interval(REFRESH);
         // Standalone, the standing never changes and its sender is gone; keep refreshing `lastSeen` anyway.
         let mut open = true;
-        let mut consumer_changes = consumers.changes();
         loop {
             let current = standing.borrow_and_update().clone();
             let at = position.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Err(e) = self.report(&current, at.as_ref(), &consumers.snapshot()).await {
+            if let Err(e) = self.report(&current, at.as_ref(), &consumers()).await {
                 tracing::warn!(error = %e, "cannot report the pod's role to Kubernetes; retrying");
             }
             tokio::select! {

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio_util::codec::LengthDelimitedCodec;
 
-use crate::proto::packet::{self, Ack, Packet, PacketType, packet::VersionPresent};
+use crate::protocol::packet::{self, Ack, Packet, PacketType, packet::VersionPresent};
 
 /// Largest frame a client may send. Requests are a few hundred bytes; a larger declared length is garbage or an
 /// attack, and the connection is closed before anything is allocated for it.
@@ -94,7 +94,7 @@ pub fn messages_frame(batch_id: i64, entries: &[Bytes]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::packet::Messages;
+    use crate::protocol::packet::Messages;
 
     #[test]
     fn packets_match_canal_bytes() {

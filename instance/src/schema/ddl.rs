@@ -13,7 +13,7 @@ use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, RenameTableNam
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::proto::EventType;
+use crate::protocol::EventType;
 
 /// What a statement is and which table it names.
 #[derive(Clone, Debug, PartialEq, Eq)]

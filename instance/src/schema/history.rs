@@ -28,8 +28,8 @@ use sqlparser::ast::{
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::position::BinlogPosition;
-use crate::proto::EventType;
+use crate::binlog::position::BinlogPosition;
+use crate::protocol::EventType;
 
 /// One column as a DDL statement or `information_schema` describes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,7 +224,7 @@ impl SchemaHistory {
     /// A statement the parser cannot read: when its shape says it alters a known table or creates one, that
     /// table's columns become unknown, so nothing decodes under names that may be wrong.
     fn unparsed(&mut self, sql: &str, session_schema: &str, at: &BinlogPosition, error: &str) -> Vec<Change> {
-        let shape = crate::ddl::by_shape(sql);
+        let shape = crate::schema::ddl::by_shape(sql);
         let creates = shape.event_type == EventType::Create;
         if !creates && shape.event_type != EventType::Alter {
             return Vec::new();
@@ -278,7 +278,7 @@ struct Apply<'a> {
 
 impl Apply<'_> {
     fn key(&self, name: &ObjectName) -> Key {
-        let (schema, table) = crate::ddl::schema_and_table(name);
+        let (schema, table) = crate::schema::ddl::schema_and_table(name);
         let schema = if schema.is_empty() {
             self.session_schema.to_string()
         } else {

@@ -3,7 +3,7 @@
 //! With `binlog_row_metadata=FULL` the table map carries column names, signedness, character sets, primary key
 //! and ENUM/SET members, which is everything canal needs from its table-meta database, and it always describes the
 //! table as it was when the row was written. Without it, [`TableInfo::complete_from`] fills the gaps from the schema
-//! history ([`crate::history`]). `mysqlType` is rebuilt from the binlog type and its metadata (display widths are
+//! history ([`crate::schema::history`]). `mysqlType` is rebuilt from the binlog type and its metadata (display widths are
 //! MySQL's defaults, since the binlog does not carry them).
 
 use std::collections::HashMap;
@@ -13,7 +13,7 @@ use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField,
 use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::ColumnType;
 
-use crate::history::ColumnDef;
+use crate::schema::history::ColumnDef;
 
 /// The binary pseudo character set: such columns hold bytes, not text.
 pub const BINARY_COLLATION: u16 = 63;

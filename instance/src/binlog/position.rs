@@ -103,3 +103,10 @@ impl fmt::Display for ResumePoint {
         }
     }
 }
+
+/// The database a position belongs to, as canal records it (its serialization of a Java `InetSocketAddress`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceAddress {
+    pub address: String,
+    pub port: u16,
+}
