@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use canal_api::{InstanceConfig, SecretSource};
-use sha1::{Digest, Sha1};
 
 use crate::convert::filter::{FieldFilter, TableFilter};
 use crate::error::{Error, Result};
+use crate::protocol::auth::double_sha1;
 
 /// A validated configuration with its secrets resolved.
 #[derive(Clone, Debug)]
@@ -74,12 +74,6 @@ impl Settings {
 /// Parses YAML into the configuration type; unknown fields are errors that name the field.
 pub fn parse(text: &str) -> std::result::Result<InstanceConfig, serde_yaml::Error> {
     serde_yaml::from_str(text)
-}
-
-/// canal's password digest: `SHA1(SHA1(plaintext))`.
-pub fn double_sha1(plain: &[u8]) -> [u8; 20] {
-    let stage1 = Sha1::digest(plain);
-    Sha1::digest(stage1).into()
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {

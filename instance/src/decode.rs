@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use clap::Args;
 use mysql_common::binlog::consts::{BinlogVersion, EventType};
@@ -21,7 +21,7 @@ use crate::convert::filter::{FieldFilter, TableFilter};
 use crate::convert::{ConvertOptions, Converted, Converter};
 use crate::error::{Error, Result};
 use crate::protocol::Entry;
-use crate::schema::history::SchemaHistory;
+use crate::schema::SchemaTracker;
 
 #[derive(Args, Debug)]
 pub struct DecodeArgs {
@@ -82,8 +82,12 @@ pub fn decode<R: BufRead>(
     let mut input = input;
     BinlogFileHeader::read(&mut input).map_err(|e| unreadable(e.to_string()))?;
     let mut reader = EventStreamReader::new(BinlogVersion::Version4);
-    let mut converter = Converter::new(options, Arc::new(RwLock::new(filter)), &ResumePoint::at(name, 4))
-        .with_history(Arc::new(Mutex::new(SchemaHistory::default())));
+    let mut converter = Converter::new(
+        options,
+        Arc::new(RwLock::new(filter)),
+        &ResumePoint::at(name, 4),
+        SchemaTracker::default(),
+    );
     let mut summary = Summary::default();
     let mut convert = |event: &Event, summary: &mut Summary| -> Result<()> {
         summary.events += 1;

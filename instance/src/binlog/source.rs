@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use canal_api::SourceConfig;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
@@ -10,15 +11,9 @@ use mysql_common::packets::{GnoInterval, Sid, Tag};
 
 use crate::binlog::position::SourceAddress;
 use crate::binlog::position::{BinlogPosition, ResumePoint};
-use crate::config::Settings;
+use crate::binlog::transaction::Boundaries;
 use crate::error::{Error, Result};
-use crate::schema::history::ColumnDef;
 
-/// A table's name and columns: `(schema, table, columns)`.
-pub type TableDefinition = (String, String, Vec<ColumnDef>);
-
-/// MariaDB's GTID event type code, which mysql_common reads as an unknown event.
-const MARIADB_GTID_EVENT: u8 = 162;
 /// MySQL's "access denied" error.
 const ER_ACCESS_DENIED: u16 = 1045;
 /// MariaDB's replica capability that makes it send its own GTID/checkpoint/list events instead of placeholders.
@@ -52,14 +47,14 @@ pub struct BinlogSource {
 }
 
 impl BinlogSource {
-    pub fn new(settings: &Settings) -> Self {
-        let source = &settings.config.source;
+    /// A source for the server `source` describes, logging in with `password`.
+    pub fn new(source: &SourceConfig, password: &str) -> Self {
         let (host, port) = source.address.rsplit_once(':').unwrap_or((&source.address, "3306"));
         let opts = OptsBuilder::default()
             .ip_or_hostname(host.trim_start_matches('[').trim_end_matches(']'))
             .tcp_port(port.parse().unwrap_or(3306))
             .user(Some(source.username.clone()))
-            .pass(Some(settings.source_password.clone()))
+            .pass(Some(password.to_string()))
             .prefer_socket(false)
             .tcp_nodelay(true)
             .tcp_keepalive(Some(Duration::from_secs(10)))
@@ -205,38 +200,26 @@ impl BinlogSource {
         Err(self.unusable("cannot read the binlog position (SHOW MASTER STATUS); grant REPLICATION CLIENT".into()))
     }
 
-    /// Every base table's current columns from `information_schema`, and the binlog position they describe: what
-    /// a new schema history starts from. Read twice if a DDL moved the binlog meanwhile.
-    pub async fn table_definitions(&self) -> Result<(Vec<TableDefinition>, BinlogPosition)> {
-        const QUERY: &str = "SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, c.COLUMN_KEY, \
-             c.CHARACTER_SET_NAME FROM information_schema.COLUMNS c JOIN information_schema.TABLES t \
-             ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
-             WHERE t.TABLE_TYPE = 'BASE TABLE' \
-             AND c.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
-             ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION";
+    /// The rows of `query` and the binlog position they describe: the query is run again (up to three times in
+    /// all) while the binlog moves under it, so a DDL written meanwhile is not missed.
+    pub async fn query_at_stable_position<T>(&self, query: &str) -> Result<(Vec<T>, BinlogPosition)>
+    where
+        T: mysql_async::prelude::FromRow + Send + 'static,
+    {
         let mut conn = self.connect().await?;
         let mut attempt = 0;
         let outcome = loop {
             attempt += 1;
             let before = self.binlog_end(&mut conn).await?;
-            type Row = (String, String, String, String, String, Option<String>);
-            let rows: Vec<Row> = conn.query(QUERY).await.map_err(|source| Error::SourceQuery {
-                query: QUERY.into(),
+            let rows: Vec<T> = conn.query(query).await.map_err(|source| Error::SourceQuery {
+                query: query.into(),
                 source,
             })?;
             let after = self.binlog_end(&mut conn).await?;
             if before.start != after.start && attempt < 3 {
                 continue;
             }
-            let mut tables: Vec<TableDefinition> = Vec::new();
-            for (schema, table, name, column_type, key, charset) in rows {
-                let column = ColumnDef::from_information_schema(name, &column_type, key == "PRI", charset);
-                match tables.last_mut() {
-                    Some((s, t, columns)) if *s == schema && *t == table => columns.push(column),
-                    _ => tables.push((schema, table, vec![column])),
-                }
-            }
-            break (tables, after.start);
+            break (rows, after.start);
         };
         let _ = conn.disconnect().await;
         Ok(outcome)
@@ -318,7 +301,7 @@ impl BinlogSource {
         use mysql_common::binlog::events::EventData;
         let mut stream = self.scan(file).await?;
         let mut current = file.to_string();
-        let mut in_transaction = false;
+        let mut boundaries = Boundaries::default();
         while let Some(event) = stream.next().await {
             let event = event.map_err(|e| Error::BinlogDump {
                 position: format!("{current} (searching by time)"),
@@ -326,31 +309,13 @@ impl BinlogSource {
             })?;
             let header = event.header();
             let offset = u64::from(header.log_pos()).saturating_sub(u64::from(header.event_size()));
-            let starts = match event.read_data() {
-                Ok(Some(EventData::RotateEvent(rotate))) => {
-                    let artificial = header.log_pos() == 0;
-                    if let Some(next) = crate::binlog::position::rotated_to(&current, &rotate.name(), artificial, files)
-                    {
-                        current = next;
-                    }
-                    false
+            if let Ok(Some(EventData::RotateEvent(rotate))) = event.read_data() {
+                let artificial = header.log_pos() == 0;
+                if let Some(next) = crate::binlog::position::rotated_to(&current, &rotate.name(), artificial, files) {
+                    current = next;
                 }
-                // A GTID (MySQL) or MariaDB GTID event opens a transaction.
-                Ok(Some(EventData::GtidEvent(_))) => !std::mem::replace(&mut in_transaction, true),
-                Ok(Some(EventData::QueryEvent(query))) => {
-                    let sql = query.query();
-                    let begin = sql.trim().eq_ignore_ascii_case("BEGIN");
-                    let opens = !in_transaction;
-                    in_transaction = begin;
-                    opens
-                }
-                Ok(Some(EventData::XidEvent(_))) => {
-                    in_transaction = false;
-                    false
-                }
-                _ if header.event_type_raw() == MARIADB_GTID_EVENT => !std::mem::replace(&mut in_transaction, true),
-                _ => false,
-            };
+            }
+            let starts = boundaries.opens(&event);
             if starts && header.timestamp() >= wanted && offset >= 4 {
                 return Ok(Some(ResumePoint::at(current, offset)));
             }

@@ -22,20 +22,22 @@ use crate::ha::{Election, Leadership, Lease, Standing};
 use crate::meta::Meta;
 use crate::meta::file::MetaStore;
 use crate::meta::zk::ZkMeta;
+use crate::observe::collector::InstanceCollector;
 use crate::observe::health;
-use crate::observe::metrics::{InstanceCollector, Metrics};
+use crate::observe::metrics::Metrics;
 use crate::observe::report::{PodIdentity, Reporter};
+use crate::schema::SchemaTracker;
 use crate::server::consumers::Consumers;
 use crate::server::destination::{Destination, Term};
 use crate::server::{self, ServerAuth};
 use crate::store::Store;
-use reader::{Reader, convert_options, load_schema_history, read_binlog, start_position};
+use reader::{Reader, convert_options, read_binlog, start_position};
 
 /// Runs the destination until `shutdown` is cancelled. Returns an error only for problems that retrying cannot fix
 /// (the port is taken, the cursor file is unreadable).
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> {
     let config = &settings.config;
-    let source = BinlogSource::new(&settings);
+    let source = BinlogSource::new(&config.source, &settings.source_password);
     let bind = format!("{}:{}", config.server.host, config.server.port);
     let listener = TcpListener::bind(&bind)
         .await
@@ -171,7 +173,7 @@ async fn serve_term(
         tracing::info!(position = %start, "binlog dump starts");
         store.start_at(start.clone());
         let options = convert_options(settings);
-        let history = load_schema_history(&term.meta, source).await;
+        let schema = SchemaTracker::load(&term.meta, source).await;
         let reader = Reader {
             source,
             store: &store,
@@ -181,7 +183,7 @@ async fn serve_term(
             lease: lease.as_ref(),
             position: destination.position(),
             meta: &term.meta,
-            history: &history,
+            schema,
             counters: &destination.counters,
         };
         read_binlog(reader, stop).await;

@@ -3,7 +3,7 @@
 //! and published for status reporting. The schema history's new versions are stored before any entry that follows
 //! the DDL which made them.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use canal_api::MissingBinlogPolicy;
@@ -20,7 +20,7 @@ use crate::ha::Lease;
 use crate::meta::Meta;
 use crate::observe::metrics::Counters;
 use crate::observe::report::{ReaderPosition, SharedPosition};
-use crate::schema::history::SchemaHistory;
+use crate::schema::SchemaTracker;
 use crate::store::Store;
 
 /// How often the reader logs where it is while rows flow, and while nothing happens.
@@ -42,52 +42,6 @@ pub(super) fn convert_options(settings: &Settings) -> ConvertOptions {
         fields: settings.fields.clone(),
         time_zone: settings.time_zone.clone(),
     }
-}
-
-/// The destination's schema history as persisted, or, the first time, seeded from `information_schema`. A seed that
-/// cannot be read is logged and the history starts empty: tables whose binlog lacks metadata then show positional
-/// column names until their CREATE TABLE is read.
-pub(super) async fn load_schema_history(meta: &Meta, source: &BinlogSource) -> Arc<Mutex<SchemaHistory>> {
-    let mut history = match meta.schema_history().await {
-        Ok(tables) => SchemaHistory::from_tables(tables),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the stored schema history; rebuilding it from information_schema");
-            SchemaHistory::default()
-        }
-    };
-    if history.is_empty() {
-        match source.table_definitions().await {
-            Ok((tables, at)) => {
-                tracing::info!(tables = tables.len(), position = %at, "schema history seeded from information_schema");
-                history.seed(tables, &at);
-                let seeded = history.take_changed();
-                if let Err(e) = meta.save_schema_history(seeded.clone()).await {
-                    tracing::warn!(error = %e, "cannot store the schema history yet; retrying when the dump starts");
-                    history.unsaved(&seeded);
-                }
-            }
-            Err(e) => tracing::warn!(
-                error = %e,
-                "cannot read information_schema to seed the schema history; without binlog_row_metadata=FULL, \
-                 tables not created in the binlog read from here show columns as @0, @1, ..."
-            ),
-        }
-    }
-    Arc::new(Mutex::new(history))
-}
-
-/// Stores the schema history's new versions before any entry after the DDL that made them reaches the store, so a
-/// cursor never passes a DDL whose effect could be lost.
-async fn save_schema_history(meta: &Meta, history: &Mutex<SchemaHistory>) -> Result<()> {
-    let changed = history.lock().unwrap_or_else(|p| p.into_inner()).take_changed();
-    if changed.is_empty() {
-        return Ok(());
-    }
-    if let Err(e) = meta.save_schema_history(changed.clone()).await {
-        history.lock().unwrap_or_else(|p| p.into_inner()).unsaved(&changed);
-        return Err(e);
-    }
-    Ok(())
 }
 
 /// Where the dump starts: the earliest client cursor, else the configured start, else the end of the binlog.
@@ -176,7 +130,8 @@ pub(super) struct Reader<'a> {
     pub(super) lease: Option<&'a Lease>,
     pub(super) position: &'a SharedPosition,
     pub(super) meta: &'a Meta,
-    pub(super) history: &'a Arc<Mutex<SchemaHistory>>,
+    /// Table descriptions and the schema history, carried from one dump connection to the next.
+    pub(super) schema: SchemaTracker,
     pub(super) counters: &'a Counters,
 }
 
@@ -215,7 +170,7 @@ pub(super) async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken
         lease,
         position,
         meta,
-        history,
+        mut schema,
         counters,
     } = reader;
     let mut backoff = Backoff::new(counters);
@@ -257,8 +212,12 @@ pub(super) async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken
         } else {
             resume.clone()
         };
-        let mut converter =
-            Converter::new(options.clone(), filter.clone(), &converter_start).with_history(history.clone());
+        let mut converter = Converter::new(
+            options.clone(),
+            filter.clone(),
+            &converter_start,
+            std::mem::take(&mut schema),
+        );
         converter.set_server_files(facts.files.clone());
         converter.set_source_server_id(facts.server_id);
         if let Some(position) = &facts.gtid_position {
@@ -268,7 +227,7 @@ pub(super) async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken
         let mut events = Prefetch::start(stream, HEARTBEAT_PERIOD * 3);
         let outcome: Result<()> = async {
             // Versions a failed write left unsaved (a DDL read again is not recorded twice) are stored first.
-            save_schema_history(meta, history).await?;
+            converter.schema_mut().persist(meta).await?;
             loop {
                 let next = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -321,9 +280,8 @@ pub(super) async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken
                     seconds => seconds as i64 * 1000,
                 };
                 let entries = converter.convert(&event)?;
-                if converter.take_history_changed() {
-                    save_schema_history(meta, history).await?;
-                }
+                // Stored before the entries that follow the DDL which changed it.
+                converter.schema_mut().persist(meta).await?;
                 for entry in entries {
                     progress.rows += entry.rows as u64;
                     let put = tokio::select! {
@@ -339,6 +297,7 @@ pub(super) async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken
         }
         .await;
         events.close().await;
+        schema = converter.into_schema();
         let outcome = match outcome {
             Err(e @ (Error::BinlogPurged { .. } | Error::SourceSwitched { .. }))
                 if policy != MissingBinlogPolicy::Fail =>

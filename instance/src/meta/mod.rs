@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::binlog::position::{ResumePoint, SourceAddress};
 use crate::error::Result;
+use crate::schema::HistoryStore;
 use crate::schema::history::TableHistory;
 use crate::store::Boundary;
 
@@ -200,8 +201,18 @@ impl Meta {
         }
     }
 
+    /// Writes anything still pending (ZooKeeper flush period).
+    pub async fn flush(&self) -> Result<()> {
+        match self {
+            Meta::File(_) => Ok(()),
+            Meta::ZooKeeper(zk) => zk.flush().await,
+        }
+    }
+}
+
+impl HistoryStore for Meta {
     /// The persisted schema history.
-    pub async fn schema_history(&self) -> Result<Vec<TableHistory>> {
+    async fn load_history(&self) -> Result<Vec<TableHistory>> {
         match self {
             Meta::File(store) => {
                 let store = store.clone();
@@ -212,21 +223,13 @@ impl Meta {
     }
 
     /// Stores the versions of the schema history's `changed` tables. Durable when this returns.
-    pub async fn save_schema_history(&self, changed: Vec<TableHistory>) -> Result<()> {
+    async fn save_history(&self, changed: Vec<TableHistory>) -> Result<()> {
         match self {
             Meta::File(store) => {
                 let store = store.clone();
                 blocking(move || store.save_schema_history(changed)).await
             }
             Meta::ZooKeeper(zk) => zk.save_schema_history(changed).await,
-        }
-    }
-
-    /// Writes anything still pending (ZooKeeper flush period).
-    pub async fn flush(&self) -> Result<()> {
-        match self {
-            Meta::File(_) => Ok(()),
-            Meta::ZooKeeper(zk) => zk.flush().await,
         }
     }
 }

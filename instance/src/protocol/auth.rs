@@ -15,6 +15,11 @@ fn sha1(parts: &[&[u8]]) -> [u8; 20] {
     h.finalize().into()
 }
 
+/// canal's password digest, as `canal.passwd` stores it: `SHA1(SHA1(plaintext))`.
+pub fn double_sha1(plain: &[u8]) -> [u8; 20] {
+    sha1(&[&sha1(&[plain])])
+}
+
 /// Client side: the lowercase hex token a client sends for `password` and the server's `seed`.
 pub fn scramble(password: &str, seed: &[u8]) -> String {
     if password.is_empty() {
@@ -40,7 +45,6 @@ pub fn verify(stored: &[u8; 20], seed: &[u8], token_hex: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::double_sha1;
 
     #[test]
     fn scrambled_password_verifies_only_with_the_same_seed_and_password() {

@@ -80,9 +80,35 @@ static PATTERNS: LazyLock<Vec<(EventType, Regex)>> = LazyLock::new(|| {
 static LEADING_COMMENTS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(?:\s+|/\*.*?\*/|--[^\n]*\n|#[^\n]*\n)*").expect("static comment pattern"));
 
+/// A statement read once: what canal reports it as, and the parser's syntax tree, which the schema history
+/// applies (see [`SchemaHistory::apply`](super::history::SchemaHistory::apply)) without parsing again.
+#[derive(Debug)]
+pub struct Parsed {
+    pub sql: String,
+    pub statement: Statement,
+    /// The parsed statements, or the parser's error.
+    pub syntax: Result<Vec<sqlparser::ast::Statement>, String>,
+}
+
+/// Parses `sql` and classifies it (by its first statement).
+pub fn parse(sql: &str) -> Parsed {
+    let syntax = Parser::parse_sql(&MySqlDialect {}, sql).map_err(|e| e.to_string());
+    let statement = syntax
+        .as_ref()
+        .ok()
+        .and_then(|statements| statements.first())
+        .and_then(classified)
+        .unwrap_or_else(|| by_shape(sql));
+    Parsed {
+        sql: sql.to_string(),
+        statement,
+        syntax,
+    }
+}
+
 /// Classifies one statement (the first, when there are several). Unknown statements are `QUERY` with no table.
 pub fn classify(sql: &str) -> Statement {
-    parsed(sql).unwrap_or_else(|| by_shape(sql))
+    parse(sql).statement
 }
 
 fn statement(event_type: EventType, name: Option<&ObjectName>) -> Statement {
@@ -127,12 +153,10 @@ fn alter_kind(operation: Option<&AlterTableOperation>) -> (EventType, Option<&Ob
     }
 }
 
-/// The parser's reading; `None` when it cannot parse the statement or it is statement DML, whose target the shape
-/// rules find more simply.
-fn parsed(sql: &str) -> Option<Statement> {
+/// The parser's reading of a statement; `None` for statement DML, whose target the shape rules find more simply.
+fn classified(first: &sqlparser::ast::Statement) -> Option<Statement> {
     use sqlparser::ast::Statement as Sql;
-    let first = Parser::parse_sql(&MySqlDialect {}, sql).ok()?.into_iter().next()?;
-    let found = match &first {
+    let found = match first {
         Sql::CreateTable(create) => statement(EventType::Create, Some(&create.name)),
         Sql::AlterTable(alter) => {
             let (event_type, new_name) = alter_kind(alter.operations.first());
@@ -164,7 +188,6 @@ fn parsed(sql: &str) -> Option<Statement> {
     Some(found)
 }
 
-/// Recognises a statement by its leading keywords and first name.
 /// Classifies a statement by its leading keywords alone: the fallback when the parser cannot read it.
 pub(crate) fn by_shape(sql: &str) -> Statement {
     let body = &sql[LEADING_COMMENTS.find(sql).map_or(0, |m| m.end())..];
