@@ -40,7 +40,7 @@ struct Batch {
 }
 
 /// The stream, read by its own task.
-pub struct Prefetch {
+pub struct ReadAhead {
     batches: mpsc::Receiver<Batch>,
     current: std::vec::IntoIter<Next>,
     /// The room of the batch being drained; released when the next batch is taken.
@@ -49,7 +49,7 @@ pub struct Prefetch {
     task: JoinHandle<()>,
 }
 
-impl Prefetch {
+impl ReadAhead {
     /// Starts reading `stream`; a gap of more than `silence` between events is reported as [`Next::Silent`].
     pub fn start(stream: BinlogStream, silence: Duration) -> Self {
         // The byte budget is the real bound; the channel's capacity only caps its bookkeeping.

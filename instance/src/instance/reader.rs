@@ -10,7 +10,7 @@ use canal_api::MissingBinlogPolicy;
 use tokio_util::sync::CancellationToken;
 
 use crate::binlog::position::ResumePoint;
-use crate::binlog::readahead::{Next, Prefetch};
+use crate::binlog::readahead::{Next, ReadAhead};
 use crate::binlog::source::{BinlogSource, HEARTBEAT_PERIOD};
 use crate::config::Settings;
 use crate::convert::filter::TableFilter;
@@ -224,7 +224,7 @@ pub(super) async fn read_binlog(reader: Reader<'_>, shutdown: &CancellationToken
             converter.seed_gtid_position(position);
         }
         let mut progress = Progress::new(store, position);
-        let mut events = Prefetch::start(stream, HEARTBEAT_PERIOD * 3);
+        let mut events = ReadAhead::start(stream, HEARTBEAT_PERIOD * 3);
         let outcome: Result<()> = async {
             // Versions a failed write left unsaved (a DDL read again is not recorded twice) are stored first.
             converter.schema_mut().persist(meta).await?;
