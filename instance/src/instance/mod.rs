@@ -108,12 +108,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
             Ok(client) => {
                 tracing::info!(pod = %identity.pod, instance = %identity.instance, "reporting the role to Kubernetes");
                 let reporter = Reporter::new(client, identity);
-                let consumers = destination.consumers.clone();
+                let consumers = destination.consumers().clone();
                 Some(tokio::spawn(reporter.run(
                     standing_for_report,
                     destination.position().clone(),
                     move || consumers.snapshot(),
-                    destination.consumers.changes(),
+                    destination.consumers().changes(),
                     server_stop.clone(),
                 )))
             }

@@ -89,7 +89,7 @@ pub struct Destination {
     /// after the acks in flight are written.
     ack_lock: tokio::sync::Mutex<()>,
     /// The connection consuming each client id.
-    pub consumers: Arc<Consumers>,
+    consumers: Arc<Consumers>,
     /// Counts for the metrics, bumped by the reader and the protocol server.
     pub counters: Arc<Counters>,
 }
@@ -115,6 +115,22 @@ impl Destination {
             consumers,
             counters,
         }
+    }
+
+    /// A new consumer of this destination (a client connection, or any other reader of the store) from `peer`. It
+    /// holds no client id until it uses one; call [`disconnect`](Self::disconnect) when it goes.
+    pub fn connect(&self, peer: SocketAddr) -> Connection {
+        self.consumers.connect(peer)
+    }
+
+    /// The consumer is gone: the client ids it held are free again.
+    pub fn disconnect(&self, connection: &Connection) {
+        self.consumers.disconnect(connection);
+    }
+
+    /// Who consumes which client id, for status reports.
+    pub fn consumers(&self) -> &Arc<Consumers> {
+        &self.consumers
     }
 
     /// The table filter the converter applies; a subscription may replace it.

@@ -92,7 +92,7 @@ fn refused(e: Refused) -> Reply {
 
 impl Session {
     pub fn new(destination: Arc<Destination>, auth: Arc<ServerAuth>, peer: SocketAddr) -> Self {
-        let connection = destination.consumers.connect(peer);
+        let connection = destination.connect(peer);
         Self {
             destination,
             auth,
@@ -142,7 +142,7 @@ impl Session {
                 Ok(Next::Close) | Err(_) => break,
             }
         }
-        self.destination.consumers.disconnect(&self.connection);
+        self.destination.disconnect(&self.connection);
         tracing::debug!(peer = %self.peer, "client disconnected");
     }
 
