@@ -113,14 +113,12 @@ pub async fn canal_rs(binary: &Path, db: &MariaDb, workload: &Workload) -> Measu
         &[("CANAL_SOURCE_PASSWORD", "canal")],
     );
     let outcome = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut client = loop {
-            match CanalClient::connect(&instance.address(), "", "").await {
-                Ok(client) => break client,
-                Err(e) if Instant::now() > deadline => return Err(format!("cannot connect: {e}")),
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        };
+        let mut client = canal_e2e::try_eventually(Duration::from_secs(30), "the instance to accept", async || {
+            CanalClient::connect(&instance.address(), "", "")
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))
+        })
+        .await?;
         client.subscribe("bench", "1001", "").await.map_err(|e| e.to_string())?;
         let mut rows = 0;
         let deadline = Instant::now() + Duration::from_secs(1800);
@@ -306,21 +304,19 @@ fn tail(path: &Path, lines: usize) -> String {
 
 /// Waits until `port` on loopback accepts, or the process exits, or `timeout` passes.
 fn wait_for_port(server: &mut Child, port: u16, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let what = format!("the canal server to listen on port {port}");
+    // The inner `Err`: the server exited, which no further wait can change.
+    canal_e2e::try_eventually_blocking(timeout, &what, || {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        if let Ok(Some(status)) = server.try_wait() {
-            return Err(format!("the canal server exited before listening: {status}"));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
+        match server.try_wait() {
+            Ok(Some(status)) => Ok(Err(format!("the canal server exited before listening: {status}"))),
+            _ => Err(format!(
                 "the canal server did not listen on port {port} within {timeout:?}"
-            ));
+            )),
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    })?
 }
 
 /// Writes the conf directory of one run from bench/canal/conf: canal.properties, bench/instance.properties,

@@ -153,8 +153,8 @@ impl ProcessKubelet {
             }
         }
         for pod in pods.values_mut() {
-            if let Some(mut child) = pod.child.take() {
-                wait_or_kill(&mut child, pod.launch.grace.min(Duration::from_secs(10))).await;
+            if let Some(child) = pod.child.take() {
+                wait_or_kill(child, pod.launch.grace.min(Duration::from_secs(10))).await;
             }
         }
     }
@@ -182,16 +182,20 @@ fn signal(pid: u32, name: &str) {
 }
 
 /// Waits up to `grace` for a signalled process to exit, then kills it.
-async fn wait_or_kill(child: &mut Child, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
+async fn wait_or_kill(mut child: Child, grace: Duration) {
+    // On a blocking thread: see `eventually_blocking` for why a spawned task cannot await an async-closure wait.
+    let _ = tokio::task::spawn_blocking(move || {
+        let exited =
+            crate::try_eventually_blocking(grace, "the signalled process to exit", || match child.try_wait() {
+                Ok(Some(_)) => Ok(()),
+                _ => Err(String::from("still running")),
+            });
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    })
+    .await;
 }
 
 async fn register_node(client: &kube::Client, node: &str) {
@@ -410,9 +414,9 @@ fn terminate(pods: &Pods, k: &str, pod: &Pod) -> bool {
 
 async fn stop_process(pods: &Pods, k: &str, grace: Duration) {
     let child = pods.lock().unwrap().get_mut(k).and_then(|p| p.child.take());
-    if let Some(mut child) = child {
+    if let Some(child) = child {
         signal(child.id(), "TERM");
-        wait_or_kill(&mut child, grace).await;
+        wait_or_kill(child, grace).await;
     }
 }
 

@@ -288,24 +288,83 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port")
 }
 
-/// How long [`eventually`] pauses between two tries that did not succeed.
+/// How long [`eventually`] leaves between the starts of two tries that did not succeed.
 const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The clock of one wait, shared by the async and the blocking helpers so both fail and pause alike.
+struct Tries {
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl Tries {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            deadline: Instant::now() + timeout,
+        }
+    }
+
+    /// After a try that started at `started` failed with `reason`: how long to pause before the next, or, once the
+    /// time is up, the failure message. A try that took longer than [`RETRY_PAUSE`] is followed at once, so a
+    /// check that waits by itself (a `get` with a timeout) is not slowed down.
+    fn failed(&self, what: &str, started: Instant, reason: String) -> Result<Duration, String> {
+        if Instant::now() >= self.deadline {
+            let timeout = self.timeout;
+            return Err(format!("timed out after {timeout:?} waiting for {what}: {reason}"));
+        }
+        Ok(RETRY_PAUSE.saturating_sub(started.elapsed()))
+    }
+}
 
 /// Tries `check` until it returns `Ok`, and returns that value; panics after `timeout` with `what` and the reason
 /// the last try gave. This is the one way tests wait: for a condition, never for a fixed time.
 ///
 /// `check` may itself wait (a `get` with a timeout, say) and may gather state across tries.
-pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
+pub async fn eventually<T>(timeout: Duration, what: &str, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    try_eventually(timeout, what, check)
+        .await
+        .unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// [`eventually`] for callers that report a failure rather than panic (the benchmark): `Err` carries the message
+/// [`eventually`] would panic with.
+pub async fn try_eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let tries = Tries::new(timeout);
     loop {
+        let started = Instant::now();
         match check().await {
-            Ok(value) => return value,
-            Err(reason) => assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}: {reason}"
-            ),
+            Ok(value) => return Ok(value),
+            Err(reason) => tokio::time::sleep(tries.failed(what, started, reason)?).await,
         }
-        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// [`eventually`] for code that runs without an async runtime or on a blocking thread.
+///
+/// Also the choice inside a spawned task: the compiler cannot yet prove the future of an async closure `Send`
+/// there ("implementation of `Send` is not general enough"), so such a task waits on a blocking thread.
+pub fn eventually_blocking<T>(timeout: Duration, what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    try_eventually_blocking(timeout, what, check).unwrap_or_else(|failure| panic!("{failure}"))
+}
+
+/// [`eventually_blocking`] that returns the failure instead of panicking.
+pub fn try_eventually_blocking<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let tries = Tries::new(timeout);
+    loop {
+        let started = Instant::now();
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(reason) => std::thread::sleep(tries.failed(what, started, reason)?),
+        }
     }
 }
 
@@ -317,6 +376,14 @@ pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut c
         async || if condition() { Ok(()) } else { Err("not yet".into()) },
     )
     .await
+}
+
+/// When a `canal-instance` log line was written, from its leading timestamp (tracing's default format: RFC 3339 in
+/// UTC with microseconds). The instances and the test share the machine's clock, so these times compare with
+/// `SystemTime::now()` in the test.
+pub fn log_line_time(line: &str) -> Option<std::time::SystemTime> {
+    let stamp: jiff::Timestamp = line.split_whitespace().next()?.parse().ok()?;
+    Some(stamp.into())
 }
 
 /// A `canal-instance` process started from a YAML config.

@@ -47,17 +47,16 @@ fn java_client_jar() -> PathBuf {
             .unwrap_or_else(|e| panic!("run mvn (Maven 3 and a JDK 17 are needed for this test): {e}"));
         let stdout = drain(child.stdout.take().unwrap());
         let stderr = drain(child.stderr.take().unwrap());
-        let deadline = started + Duration::from_secs(900);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("mvn package of e2e/java took more than 15 minutes");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = canal_e2e::try_eventually_blocking(Duration::from_secs(900), "mvn package of e2e/java", || {
+            child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| "it took more than 15 minutes".to_string())
+        })
+        .unwrap_or_else(|failure| {
+            let _ = child.kill();
+            panic!("{failure}");
+        });
         assert!(
             status.success(),
             "mvn package of e2e/java failed ({status}):\n{}\n{}",
@@ -159,18 +158,26 @@ impl JavaClient {
     }
 
     async fn wait_for(&mut self, what: &str, timeout: Duration, mut condition: impl FnMut(&Self) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !condition(self) {
-            if Instant::now() > deadline || !matches!(self.child.try_wait(), Ok(None)) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "the Java client did not reach `{what}`:\nstdout:\n{}\nstderr:\n{}",
-                    self.lines().join("\n"),
-                    self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default()
-                );
+        // `Ok(false)`: the client exited without getting there, which no further wait can change.
+        let reached = canal_e2e::try_eventually(timeout, what, async || {
+            if condition(self) {
+                Ok(true)
+            } else if !matches!(self.child.try_wait(), Ok(None)) {
+                Ok(false)
+            } else {
+                Err("not yet".to_string())
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await;
+        if reached != Ok(true) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "the Java client did not reach `{what}` ({}):\nstdout:\n{}\nstderr:\n{}",
+                reached.err().unwrap_or_else(|| "it exited".into()),
+                self.lines().join("\n"),
+                self.stderr.take().map(|h| h.join().unwrap()).unwrap_or_default()
+            );
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port};
+use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, eventually, free_port};
 use common::{BINARY, TailReplica, setup_schema};
 use mysql_async::prelude::Queryable;
 
@@ -19,31 +19,26 @@ const BATCH: usize = 20;
 
 async fn wait_for_active(replicas: &[TailReplica], except: &[usize], timeout: Duration) -> (usize, Duration) {
     let started = Instant::now();
-    loop {
-        if let Some(i) = (0..replicas.len()).find(|i| !except.contains(i) && replicas[*i].active()) {
-            return (i, started.elapsed());
+    eventually(timeout, "a replica to become active", async || {
+        match (0..replicas.len()).find(|i| !except.contains(i) && replicas[*i].active()) {
+            Some(i) => Ok((i, started.elapsed())),
+            None => Err(format!("no replica became active within {timeout:?}")),
         }
-        assert!(
-            started.elapsed() < timeout,
-            "no replica became active within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_for_all(replicas: &[TailReplica], written: u32, timeout: Duration) {
-    let started = Instant::now();
-    loop {
+    eventually(timeout, "every written row to be consumed", async || {
         let seen: BTreeSet<u32> = replicas.iter().flat_map(TailReplica::ids).collect();
-        if (1..=written).all(|id| seen.contains(&id)) {
-            return;
+        match (1..=written).find(|id| !seen.contains(id)) {
+            None => Ok(()),
+            Some(missing) => Err(format!(
+                "rows up to {written} not all consumed within {timeout:?}; the first missing is {missing}"
+            )),
         }
-        assert!(
-            started.elapsed() < timeout,
-            "rows up to {written} not all consumed within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,14 +150,17 @@ async fn one_replica_fetches_and_another_takes_over() {
         )
         .await;
     replicas[second].signal("CONT");
-    let started = Instant::now();
-    while !replicas[second].log().contains("no longer the active consumer") {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the paused replica did not step down"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), "the paused replica to step down", async || {
+        if replicas[second].log().contains("no longer the active consumer") {
+            Ok(())
+        } else {
+            Err(format!(
+                "the paused replica did not step down:\n{}",
+                replicas[second].log()
+            ))
+        }
+    })
+    .await;
     let paused_count = replicas[second].ids().len();
     wait_for_all(&replicas, written.load(Ordering::SeqCst), Duration::from_secs(30)).await;
     assert_eq!(

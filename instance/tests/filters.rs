@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use canal_e2e::MariaDb;
+use canal_e2e::{MariaDb, eventually};
 use canal_instance::client::{CanalClient, GetWait};
 use canal_instance::protocol::entry::RowChange;
 use canal_instance::protocol::{Entry, EntryType, EventType};
@@ -22,24 +22,26 @@ fn with_filter(config: String, schema: &str, filter: &str) -> String {
 
 /// Gets and acks until an entry satisfies `last`, returning every entry seen.
 async fn receive_until(client: &mut CanalClient, last: impl Fn(&Entry) -> bool) -> Vec<Entry> {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut entries = Vec::new();
-    loop {
-        assert!(Instant::now() < deadline, "the marker did not arrive");
+    eventually(Duration::from_secs(30), "the marker entry", async || {
         let message = client
             .get_without_ack(1000, GetWait::Up(Duration::from_millis(200)))
             .await
             .unwrap();
         if message.batch_id == -1 {
-            continue;
+            return Err("the marker did not arrive".to_string());
         }
         client.ack(message.batch_id).await.unwrap();
         let done = message.entries.iter().any(&last);
         entries.extend(message.entries);
         if done {
-            return entries;
+            Ok(())
+        } else {
+            Err("the marker did not arrive".into())
         }
-    }
+    })
+    .await;
+    entries
 }
 
 /// `(event type, table, sql)` of each statement entry.

@@ -1,7 +1,9 @@
 //! Active/standby through a real 3-node ZooKeeper ensemble, two instances, a real MariaDB, a continuous write load
 //! and a consumer that records every row. Faults: SIGKILL, SIGTERM, SIGSTOP past the session timeout, and a silent
 //! network cut between the active instance and ZooKeeper. After every fault: every committed row is delivered, no
-//! row whose ack a server processed is delivered again, and a prober never sees two instances serving at once.
+//! row whose ack a server processed is delivered again, and no two instances ever serve at once: each instance's
+//! serving terms, rebuilt from its own timestamped log on the machine's one clock, never overlap another's (a
+//! prober that asks both instances all along checks that those terms cover every moment it saw one serving).
 //! Failover times are printed (measurements belong in the benchmark report, not in assertions).
 
 mod common;
@@ -10,9 +12,11 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use canal_e2e::{InstanceProcess, MariaDb, TcpProxy, ZooKeeper, free_port, http_get, wait_until};
+use canal_e2e::{
+    InstanceProcess, MariaDb, TcpProxy, ZooKeeper, eventually, free_port, http_get, log_line_time, wait_until,
+};
 use canal_instance::client::{CanalClient, GetWait, running_server};
 use canal_instance::error::Error;
 use common::{BINARY, changes, setup_schema, value_of};
@@ -26,6 +30,69 @@ struct Node {
     dir: PathBuf,
     config: String,
     process: Option<InstanceProcess>,
+    /// Processes of this node that have exited.
+    past: Vec<Lifetime>,
+}
+
+/// What one instance process logged, and the latest moment it can have served: when it was seen dead, or, for one
+/// still running, when the log was read.
+struct Lifetime {
+    log: String,
+    ended: SystemTime,
+}
+
+/// A span of time in which an instance may have served.
+#[derive(Clone, Copy)]
+struct Term {
+    from: SystemTime,
+    to: SystemTime,
+}
+
+impl std::fmt::Debug for Term {
+    /// Seconds since the epoch, to the microsecond, as in the instance logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let seconds = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        write!(f, "{:.6}..{:.6}", seconds(self.from), seconds(self.to))
+    }
+}
+
+impl Term {
+    fn overlaps(&self, other: &Term) -> bool {
+        self.from < other.to && other.from < self.to
+    }
+}
+
+/// The terms in which a process may have served, from its own log. A term starts at "became the active instance",
+/// logged before a winner serves anything, and ends when its lease is revoked, less the time the lease had already
+/// lapsed by then (a paused process stops serving when its lease lapses, not when it wakes up and notices); a term
+/// still open when the process ended lasts until then. Every bound errs towards a longer term.
+fn serving_terms(life: &Lifetime) -> Vec<Term> {
+    let mut terms = Vec::new();
+    let mut open: Option<SystemTime> = None;
+    for line in life.log.lines() {
+        let Some(at) = log_line_time(line) else { continue };
+        if line.contains("became the active instance") {
+            open.get_or_insert(at);
+        } else if line.contains("lease revoked")
+            && let Some(from) = open.take()
+        {
+            let lapsed_us: u64 = line
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("lapsed_us="))
+                .and_then(|us| us.parse().ok())
+                .unwrap_or_else(|| panic!("no lapsed_us in `{line}`"));
+            let to = (at - Duration::from_micros(lapsed_us)).max(from);
+            terms.push(Term { from, to });
+        }
+    }
+    if let Some(from) = open {
+        terms.push(Term { from, to: life.ended });
+    }
+    terms
 }
 
 impl Node {
@@ -45,6 +112,24 @@ impl Node {
 
     fn process(&mut self) -> &mut InstanceProcess {
         self.process.as_mut().expect("node started")
+    }
+
+    /// Records the log of the current process, which has exited (or been killed) by now.
+    fn retire(&mut self) {
+        let process = self.process.take().expect("node started");
+        self.past.push(Lifetime {
+            log: process.log(),
+            ended: SystemTime::now(),
+        });
+    }
+
+    /// Every term this node's processes may have served in, so far.
+    fn terms(&self) -> Vec<Term> {
+        let current = self.process.as_ref().map(|p| Lifetime {
+            log: p.log(),
+            ended: SystemTime::now(),
+        });
+        self.past.iter().chain(&current).flat_map(serving_terms).collect()
     }
 }
 
@@ -69,6 +154,7 @@ fn node(db: &MariaDb, zk_servers: &str, index: u32) -> Node {
         dir,
         config,
         process: None,
+        past: Vec::new(),
     }
 }
 
@@ -189,17 +275,40 @@ struct Probe {
     both_serving: Vec<Instant>,
     /// (instance index, time it was first seen serving after not serving)
     takeovers: Vec<(usize, Instant)>,
+    /// (instance index, the request/answer window of an answer that showed it serving)
+    served: Vec<(usize, Term)>,
 }
 
 async fn prober(addresses: [String; 2], stop: Arc<AtomicBool>, probe: Arc<Mutex<Probe>>) {
     let mut clients: [Option<CanalClient>; 2] = [None, None];
     let mut was = [false, false];
     while !stop.load(Ordering::SeqCst) {
+        let asked_a = SystemTime::now();
         let a = serves(&mut clients[0], &addresses[0]).await;
+        let asked_b = SystemTime::now();
         let b = serves(&mut clients[1], &addresses[1]).await;
+        let answered_b = SystemTime::now();
         let now = Instant::now();
         {
             let mut probe = probe.lock().unwrap();
+            if a {
+                probe.served.push((
+                    0,
+                    Term {
+                        from: asked_a,
+                        to: asked_b,
+                    },
+                ));
+            }
+            if b {
+                probe.served.push((
+                    1,
+                    Term {
+                        from: asked_b,
+                        to: answered_b,
+                    },
+                ));
+            }
             if a && b {
                 probe.both_serving.push(now);
             }
@@ -216,30 +325,47 @@ async fn prober(addresses: [String; 2], stop: Arc<AtomicBool>, probe: Arc<Mutex<
 
 /// Index of the serving instance, once one serves (after the given moment).
 async fn wait_for_takeover(probe: &Arc<Mutex<Probe>>, after: Instant, timeout: Duration) -> (usize, Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some((i, at)) = probe.lock().unwrap().takeovers.iter().find(|(_, at)| *at > after) {
-            return (*i, *at - after);
+    eventually(timeout, "a takeover", async || {
+        match probe.lock().unwrap().takeovers.iter().find(|(_, at)| *at > after) {
+            Some((i, at)) => Ok((*i, *at - after)),
+            None => Err(format!("no instance took over within {timeout:?}")),
         }
-        assert!(Instant::now() < deadline, "no instance took over within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn wait_for_rows(seen: &Arc<Mutex<Seen>>, written: &Arc<Mutex<Written>>, timeout: Duration) {
     let target = written.lock().unwrap().committed.len();
-    let deadline = Instant::now() + timeout;
-    loop {
+    wait_for_delivered(seen, target, timeout).await;
+}
+
+/// Waits until rows 1 to `target` are all delivered.
+async fn wait_for_delivered(seen: &Arc<Mutex<Seen>>, target: usize, timeout: Duration) {
+    eventually(timeout, "every committed row to be delivered", async || {
         let delivered: HashSet<u32> = seen.lock().unwrap().delivered.iter().copied().collect();
         if (1..=target as u32).all(|id| delivered.contains(&id)) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("rows up to {target} not all delivered within {timeout:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "rows up to {target} not all delivered within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until the writer has committed `more` rows beyond what it had, and all of them are delivered: the load runs
+/// through the active instance before the next fault.
+async fn wait_for_more_rows(seen: &Arc<Mutex<Seen>>, written: &Arc<Mutex<Written>>, more: usize) {
+    let target = written.lock().unwrap().committed.len() + more;
+    eventually(Duration::from_secs(30), "the writer to commit more rows", async || {
+        let committed = written.lock().unwrap().committed.len();
+        if committed >= target {
+            Ok(())
+        } else {
+            Err(format!("{committed} of {target} committed"))
+        }
+    })
+    .await;
+    wait_for_delivered(seen, target, Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -306,7 +432,7 @@ async fn failover_loses_nothing_and_never_serves_twice() {
     ] {
         if fault == "zookeeper-leader" || fault == "mariadb" {
             // Neither needs a failover: the active instance rides it out.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            wait_for_more_rows(&seen, &written, 20).await;
             let before = Instant::now();
             if fault == "zookeeper-leader" {
                 let leader = zookeeper.leader().expect("the ensemble has a leader");
@@ -335,10 +461,13 @@ async fn failover_loses_nothing_and_never_serves_twice() {
             ));
             continue;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for_more_rows(&seen, &written, 20).await;
         let before = Instant::now();
         match fault {
-            "SIGKILL" => nodes[active].process().kill(),
+            "SIGKILL" => {
+                nodes[active].process().kill();
+                nodes[active].retire();
+            }
             "SIGTERM" => {
                 nodes[active].process().signal("TERM");
             }
@@ -352,22 +481,18 @@ async fn failover_loses_nothing_and_never_serves_twice() {
         let (next, took) = wait_for_takeover(&probe, before, Duration::from_secs(30)).await;
         assert_ne!(next, active, "{fault}: the other instance took over");
         report.push(format!("{fault}: new active serving after {took:?}"));
-        // Bring the faulted instance back as a standby.
+        // Bring the faulted instance back as a standby. A paused or cut-off instance is let go only now that the
+        // other one serves: its running node went with its session, so it was held past its session timeout.
         match fault {
-            "SIGSTOP" => {
-                tokio::time::sleep(Duration::from_secs(SESSION_TIMEOUT_S + 2).saturating_sub(before.elapsed())).await;
-                nodes[active].process().signal("CONT");
-            }
-            "cut" => {
-                tokio::time::sleep(Duration::from_secs(SESSION_TIMEOUT_S + 2).saturating_sub(before.elapsed())).await;
-                proxies.iter().for_each(TcpProxy::restore);
-            }
+            "SIGSTOP" => nodes[active].process().signal("CONT"),
+            "cut" => proxies.iter().for_each(TcpProxy::restore),
             _ => {
                 if fault == "SIGTERM" {
                     assert_eq!(
                         nodes[active].process().wait_exit(Duration::from_secs(30)).await,
                         Some(0)
                     );
+                    nodes[active].retire();
                 }
                 nodes[active].start();
             }
@@ -400,6 +525,34 @@ async fn failover_loses_nothing_and_never_serves_twice() {
     // The measurements go to a report file, not into assertions (machines are shared and noisy).
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/failover-report.txt");
     let _ = std::fs::write(&path, report.join("\n") + "\n");
+    let terms = [nodes[0].terms(), nodes[1].terms()];
+    eprintln!(
+        "serving terms of instance 0: {:?}\nserving terms of instance 1: {:?}",
+        terms[0], terms[1]
+    );
+    // Six failovers' worth: the first term and one per fault that moves the active instance.
+    assert!(
+        terms[0].len() + terms[1].len() >= 6 && terms.iter().all(|t| !t.is_empty()),
+        "each instance's log shows its serving terms: {terms:?}"
+    );
+    // The terms are the evidence only if they cover what the prober saw.
+    let uncovered: Vec<&(usize, Term)> = probe
+        .served
+        .iter()
+        .filter(|(i, seen)| !terms[*i].iter().any(|term| term.overlaps(seen)))
+        .collect();
+    assert!(
+        uncovered.is_empty(),
+        "the prober saw an instance serve outside the terms its log shows: {uncovered:?}\nterms: {terms:?}"
+    );
+    let overlapping: Vec<(&Term, &Term)> = terms[0]
+        .iter()
+        .flat_map(|a| terms[1].iter().filter(|b| a.overlaps(b)).map(move |b| (a, b)))
+        .collect();
+    assert!(
+        overlapping.is_empty(),
+        "two instances served at once (terms of instance 0, instance 1): {overlapping:?}\nall terms: {terms:?}"
+    );
     assert!(
         probe.both_serving.is_empty(),
         "two instances served at once {} times",

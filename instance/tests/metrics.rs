@@ -11,9 +11,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, free_port, http_get, python_with_canal, repo_root};
+use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, eventually, free_port, http_get, python_with_canal, repo_root};
 use canal_instance::client::GetWait;
 use common::{BINARY, Fixture, exec, receive_rows, setup_schema};
 
@@ -74,17 +74,16 @@ fn expect(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// Scrapes until `done` holds for the samples, or panics with the last scrape after `timeout`.
 async fn scrape_until(metrics_port: u16, timeout: Duration, done: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    eventually(timeout, "the metrics to get there", async || {
         let samples = scrape(metrics_port);
         if let Some(samples) = samples.as_deref()
             && done(samples)
         {
-            return samples.to_vec();
+            return Ok(samples.to_vec());
         }
-        assert!(Instant::now() < deadline, "metrics never got there: {samples:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("metrics never got there: {samples:#?}"))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use canal_e2e::{MariaDb, free_port, http_get};
+use canal_e2e::{MariaDb, eventually, free_port, http_get};
 use canal_instance::client::{CanalClient, GetWait};
 use common::{Fixture, changes, exec, receive_rows, setup_schema, value_of};
 
@@ -107,22 +107,22 @@ async fn a_client_id_has_one_connection_until_it_goes() {
 
 /// Gets until a batch with rows arrives and returns their ids, without acknowledging it.
 async fn receive_unacked(client: &mut CanalClient) -> Vec<String> {
-    let deadline = std::time::Instant::now() + READY;
-    loop {
-        assert!(std::time::Instant::now() < deadline, "no rows arrived");
+    eventually(READY, "a batch with rows", async || {
         let message = client
             .get_without_ack(1000, GetWait::Up(Duration::from_millis(200)))
             .await
             .unwrap();
         let rows = changes(&message.entries);
         if !rows.is_empty() {
-            return rows
+            return Ok(rows
                 .iter()
                 .map(|c| value_of(&c.row.after_columns, "id").to_string())
-                .collect();
+                .collect());
         }
         if message.batch_id != -1 {
             client.ack(message.batch_id).await.unwrap();
         }
-    }
+        Err("no rows arrived".into())
+    })
+    .await
 }

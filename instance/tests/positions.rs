@@ -2,9 +2,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
+use canal_e2e::{InstanceProcess, MariaDb, eventually, free_port, standalone_config};
 use canal_instance::client::CanalClient;
 use common::{BINARY, changes, exec, receive_rows, setup_schema, value_of};
 use mysql_async::prelude::Queryable;
@@ -66,11 +66,18 @@ async fn starts_at_the_first_transaction_of_a_point_in_time() {
     .await;
     // The binlog counts whole seconds: wait for the server's clock to pass the second of the early rows.
     let early = server_seconds(db).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server_seconds(db).await <= early {
-        assert!(Instant::now() < deadline, "the server's clock does not advance");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "the server's clock to pass the early rows' second",
+        async || {
+            if server_seconds(db).await > early {
+                Ok(())
+            } else {
+                Err("the server's clock does not advance".into())
+            }
+        },
+    )
+    .await;
     let since_ms = (early + 1) * 1000;
     exec(
         db,
@@ -137,21 +144,16 @@ async fn cursors_carry_the_mariadb_gtid_position() {
     exec(db, "gtid_db", &["INSERT INTO t VALUES (1)"]).await;
     let mut client = fixture.client().await;
     // Fetch until the row's transaction has ended, acknowledging every batch.
-    let deadline = Instant::now() + READY;
     let mut row_gtid = None;
-    let mut last_boundary = None;
-    while last_boundary.is_none() || row_gtid.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the row and its transaction end did not arrive"
-        );
+    let (row_gtid, end) = eventually(READY, "the row and its transaction end", async || {
         let message = client
             .get_without_ack(100, canal_instance::client::GetWait::Up(Duration::from_millis(200)))
             .await
             .unwrap();
         if message.batch_id == -1 {
-            continue;
+            return Err("the row and its transaction end did not arrive".into());
         }
+        let mut last_boundary = None;
         for entry in &message.entries {
             let header = entry.header.clone().unwrap_or_default();
             if !changes(std::slice::from_ref(entry)).is_empty() {
@@ -162,13 +164,16 @@ async fn cursors_carry_the_mariadb_gtid_position() {
             }
         }
         client.ack(message.batch_id).await.unwrap();
-    }
-    let row_gtid = row_gtid.unwrap();
+        match (&row_gtid, last_boundary) {
+            (Some(gtid), Some(end)) => Ok((gtid.clone(), end)),
+            _ => Err("the row and its transaction end did not arrive".into()),
+        }
+    })
+    .await;
     let parts: Vec<u64> = row_gtid.split('-').filter_map(|p| p.parse().ok()).collect();
     assert_eq!(parts.len(), 3, "domain-server-seq: {row_gtid}");
 
     // The cursor's GTID is MariaDB's own GTID position right after the acknowledged transaction end.
-    let end = last_boundary.unwrap();
     let after = end.logfile_offset() + end.event_length();
     let mut conn = db.admin().await;
     let expected: String = conn
@@ -192,8 +197,7 @@ async fn cursors_carry_the_mariadb_gtid_position() {
 /// stopped instance's dump connection may take a moment to go, so this purges until the old files are gone.
 async fn purge_all_but_the_current_file(db: &MariaDb) {
     let current = current_file(db).await;
-    let deadline = Instant::now() + READY;
-    loop {
+    eventually(READY, "the old binlog files to be purged", async || {
         let mut conn = db.admin().await;
         conn.query_drop(format!("PURGE BINARY LOGS TO '{current}'"))
             .await
@@ -205,14 +209,12 @@ async fn purge_all_but_the_current_file(db: &MariaDb) {
             .await
             .unwrap();
         if files == [current.clone()] {
-            return;
+            Ok(())
+        } else {
+            Err(format!("the old binlog files are not purged: {files:?}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "the old binlog files are not purged: {files:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 }
 
 /// Runs an instance on `schema` until it has delivered row 1 (and its cursor is stored), stops it, and returns how

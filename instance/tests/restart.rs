@@ -4,9 +4,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use canal_e2e::MariaDb;
+use canal_e2e::{MariaDb, eventually};
 use canal_instance::client::{CanalClient, GetWait};
 use common::{Fixture, changes, exec, setup_schema, value_of};
 
@@ -48,15 +48,19 @@ async fn sigkill_mid_transaction_loses_and_repeats_nothing() {
     // Consume into the middle of the big transaction, acknowledging as we go.
     let mut client = fixture.client().await;
     let mut acked: Vec<u32> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.len() < 1500 {
-        assert!(Instant::now() < deadline, "stalled at {} rows", acked.len());
+    eventually(Duration::from_secs(60), "1500 acknowledged rows", async || {
         let (batch, rows) = get(&mut client).await;
         if batch != -1 {
             acked.extend(rows);
             client.ack(batch).await.unwrap();
         }
-    }
+        if acked.len() >= 1500 {
+            Ok(())
+        } else {
+            Err(format!("stalled at {} rows", acked.len()))
+        }
+    })
+    .await;
     // One more get: its answer proves the server processed the last ack; its rows stay unacknowledged.
     let (_, unacked) = get(&mut client).await;
     let last_acked = *acked.last().unwrap();
@@ -70,19 +74,23 @@ async fn sigkill_mid_transaction_loses_and_repeats_nothing() {
 
     let mut client = fixture.client().await;
     let mut after: Vec<u32> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while acked.len() + after.len() < TOTAL {
-        assert!(
-            Instant::now() < deadline,
-            "after restart only {} rows arrived",
-            after.len()
-        );
-        let (batch, rows) = get(&mut client).await;
-        if batch != -1 {
-            after.extend(rows);
-            client.ack(batch).await.unwrap();
-        }
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the rest of the rows after the restart",
+        async || {
+            let (batch, rows) = get(&mut client).await;
+            if batch != -1 {
+                after.extend(rows);
+                client.ack(batch).await.unwrap();
+            }
+            if acked.len() + after.len() >= TOTAL {
+                Ok(())
+            } else {
+                Err(format!("after restart only {} rows arrived", after.len()))
+            }
+        },
+    )
+    .await;
     let (_, extra) = get(&mut client).await;
     assert!(extra.is_empty(), "nothing beyond the table's rows: {extra:?}");
 

@@ -1214,18 +1214,17 @@ fn run_oracle(db: &MariaDb, file: &str, pos: u64) -> Vec<serde_json::Value> {
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
         .expect("spawn binlog_oracle.py");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("binlog_oracle.py did not finish in 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = canal_e2e::try_eventually_blocking(Duration::from_secs(120), "binlog_oracle.py to finish", || {
+        child
+            .try_wait()
+            .unwrap()
+            .ok_or_else(|| "binlog_oracle.py did not finish in 120 s".to_string())
+    })
+    .unwrap_or_else(|failure| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{failure}");
+    });
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
     assert!(status.success(), "binlog_oracle.py failed ({status}):\n{stderr}");
     std::fs::read_to_string(&out)

@@ -62,7 +62,13 @@ impl Lease {
     }
 
     fn revoke(&self) {
-        self.inner.revoked.store(true, Ordering::SeqCst);
+        if !self.inner.revoked.swap(true, Ordering::SeqCst) {
+            // Logged with how long the lease had already lapsed (a paused process) so that the log shows when this
+            // term's serving ended; the HA test rebuilds each term from this line and "became the active instance".
+            let renewed = *self.inner.renewed.lock().unwrap_or_else(|p| p.into_inner());
+            let lapsed = renewed.elapsed().saturating_sub(self.inner.valid_for);
+            tracing::info!(lapsed_us = lapsed.as_micros() as u64, "lease revoked; no longer active");
+        }
     }
 }
 

@@ -2,9 +2,9 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use canal_e2e::{InstanceProcess, MariaDb, free_port, standalone_config};
+use canal_e2e::{InstanceProcess, MariaDb, eventually, free_port, standalone_config};
 use canal_instance::client::{CanalClient, GetWait};
 use canal_instance::protocol::entry::{RowChange, RowData};
 use canal_instance::protocol::{Entry, EntryType, EventType};
@@ -128,14 +128,13 @@ pub fn changes(entries: &[Entry]) -> Vec<Change> {
 
 /// Gets and acks until `count` row changes arrived (or panics after `timeout`). Returns all entries.
 pub async fn receive_rows(client: &mut CanalClient, count: usize, timeout: Duration) -> Vec<Entry> {
-    let deadline = Instant::now() + timeout;
     let mut entries = Vec::new();
-    while changes(&entries).len() < count {
-        assert!(
-            Instant::now() < deadline,
-            "timed out: {} of {count} row changes arrived",
-            changes(&entries).len()
-        );
+    let what = format!("{count} row changes");
+    eventually(timeout, &what, async || {
+        let arrived = changes(&entries).len();
+        if arrived >= count {
+            return Ok(());
+        }
         let message = client
             .get_without_ack(1000, GetWait::Up(Duration::from_millis(200)))
             .await
@@ -144,7 +143,9 @@ pub async fn receive_rows(client: &mut CanalClient, count: usize, timeout: Durat
             entries.extend(message.entries);
             client.ack(message.batch_id).await.unwrap();
         }
-    }
+        Err(format!("{arrived} of {count} row changes arrived"))
+    })
+    .await;
     entries
 }
 
@@ -244,26 +245,26 @@ impl TailReplica {
     }
 
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.log().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "tail never logged `{needle}`:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("`{needle}` in the tail log");
+        eventually(timeout, &what, async || {
+            let log = self.log();
+            if log.contains(needle) {
+                Ok(())
+            } else {
+                Err(format!("tail never logged it:\n{log}"))
+            }
+        })
+        .await
     }
 
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("tail status") {
-                return status;
+        eventually(timeout, "tail to exit", async || {
+            match self.child.try_wait().expect("tail status") {
+                Some(status) => Ok(status),
+                None => Err(format!("tail did not exit:\n{}", self.log())),
             }
-            assert!(Instant::now() < deadline, "tail did not exit:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
