@@ -311,7 +311,12 @@ pub async fn eventually<T>(timeout: Duration, what: &str, mut check: impl AsyncF
 
 /// [`eventually`] for a condition that is simply true or false.
 pub async fn wait_until<F: FnMut() -> bool>(timeout: Duration, what: &str, mut condition: F) {
-    eventually(timeout, what, async || if condition() { Ok(()) } else { Err("not yet".into()) }).await
+    eventually(
+        timeout,
+        what,
+        async || if condition() { Ok(()) } else { Err("not yet".into()) },
+    )
+    .await
 }
 
 /// A `canal-instance` process started from a YAML config.
@@ -367,7 +372,11 @@ impl InstanceProcess {
         let what = format!("`{needle}` in the instance log");
         eventually(timeout, &what, async || {
             let log = self.log();
-            if log.contains(needle) { Ok(()) } else { Err(format!("the log so far:\n{log}")) }
+            if log.contains(needle) {
+                Ok(())
+            } else {
+                Err(format!("the log so far:\n{log}"))
+            }
         })
         .await
     }
