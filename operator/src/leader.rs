@@ -1,7 +1,9 @@
 //! Leader election: several operator replicas may run, and only the holder of a `coordination.k8s.io` Lease
 //! reconciles. [`follow`] is the loop (start leading when the lease is won, stop when it is lost or at shutdown,
 //! and start again on the next win); [`run`] connects it to a kube-lease-manager Lease and releases the lease on
-//! the way out so that another replica takes over at once instead of after the lease expires.
+//! the way out. A running standby still takes over only when it next looks (kube-lease-manager sleeps until the
+//! old expiry), but a replica that starts meanwhile, such as the new pod of a rolling update, finds the lease free
+//! and leads at once instead of waiting for it to expire.
 
 use std::future::Future;
 use std::pin::Pin;
