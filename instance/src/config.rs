@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use canal_api::{InstanceConfig, SecretSource};
 
-use crate::convert::filter::{FieldFilter, TableFilter};
+use crate::convert::filter::FieldFilter;
 use crate::error::{Error, Result};
 use crate::protocol::auth::double_sha1;
 
@@ -83,95 +83,9 @@ fn invalid(field: &str, message: impl Into<String>) -> Error {
     }
 }
 
+/// The checks live in canal-api, so the operator refuses exactly what the instance refuses, with the same message.
 fn validate(config: &InstanceConfig) -> Result<()> {
-    if config.destination.trim().is_empty() {
-        return Err(invalid("destination", "must not be empty"));
-    }
-    if config.destination.contains('/') {
-        return Err(invalid("destination", "must not contain `/`"));
-    }
-    validate_address(&config.source.address)?;
-    if config.source.username.is_empty() {
-        return Err(invalid("source.username", "must not be empty"));
-    }
-    if config.source.server_id == 0 {
-        return Err(invalid(
-            "source.serverId",
-            "must be greater than 0 (0 is not a valid replica id)",
-        ));
-    }
-    if let Some(start) = &config.start {
-        let given = [
-            !start.journal_name.is_empty(),
-            start.timestamp.is_some(),
-            start.gtid.is_some(),
-        ];
-        match given.iter().filter(|g| **g).count() {
-            0 => return Err(invalid("start", "give journalName (with position), timestamp or gtid")),
-            1 => {}
-            _ => {
-                return Err(invalid(
-                    "start",
-                    "give one of journalName (with position), timestamp and gtid",
-                ));
-            }
-        }
-        if start.timestamp.is_some_and(|ms| ms <= 0) {
-            return Err(invalid("start.timestamp", "must be milliseconds since the epoch"));
-        }
-        if start.gtid.as_deref().is_some_and(|g| {
-            crate::binlog::gtid::mariadb_position(g).is_none() && crate::binlog::gtid::mysql_set(g).is_none()
-        }) {
-            return Err(invalid(
-                "start.gtid",
-                "must be a MariaDB GTID position such as 0-1-100 or 0-1-100,1-2-7, or a MySQL GTID set such as \
-                 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5",
-            ));
-        }
-        if start.position < 4 {
-            return Err(invalid(
-                "start.position",
-                "must be at least 4 (the first event of a binlog file)",
-            ));
-        }
-    }
-    if config.store.buffer_size == 0 {
-        return Err(invalid("store.bufferSize", "must be greater than 0"));
-    }
-    if config.store.mem_unit == 0 {
-        return Err(invalid("store.memUnit", "must be greater than 0"));
-    }
-    if config.source.connect_timeout_seconds == 0 {
-        return Err(invalid("source.connectTimeoutSeconds", "must be greater than 0"));
-    }
-    TableFilter::new(&config.filter.include, &config.filter.exclude)?;
-    if let Some(zookeeper) = &config.zookeeper {
-        if zookeeper.servers.trim().is_empty() || zookeeper.servers.trim().starts_with('/') {
-            return Err(invalid(
-                "zookeeper.servers",
-                "must list host:port[,host:port...][/chroot]",
-            ));
-        }
-        if zookeeper.session_timeout_seconds < 2 {
-            return Err(invalid("zookeeper.sessionTimeoutSeconds", "must be at least 2"));
-        }
-    }
-    Ok(())
-}
-
-fn validate_address(address: &str) -> Result<()> {
-    let field = "source.address";
-    let (host, port) = address
-        .rsplit_once(':')
-        .ok_or_else(|| invalid(field, format!("`{address}` is not host:port")))?;
-    if host.is_empty() {
-        return Err(invalid(field, format!("`{address}` has no host")));
-    }
-    port.parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| invalid(field, format!("`{address}` has no valid port")))?;
-    Ok(())
+    Ok(canal_api::validate(config)?)
 }
 
 fn describe(source: &SecretSource) -> String {

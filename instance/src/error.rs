@@ -92,6 +92,23 @@ pub enum Error {
     Server { code: i32, message: String },
 }
 
+impl From<canal_api::ConfigError> for Error {
+    fn from(e: canal_api::ConfigError) -> Self {
+        match e {
+            canal_api::ConfigError::Invalid { field, message } => Error::ConfigInvalid { field, message },
+            canal_api::ConfigError::FilterRegex {
+                field,
+                pattern,
+                message,
+            } => Error::FilterRegex {
+                field,
+                pattern,
+                message,
+            },
+        }
+    }
+}
+
 impl Error {
     /// Wraps an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -1,33 +1,41 @@
-//! The reconciler. For each CanalInstance it runs a pipeline: validate the spec (a pure function), build the
-//! children ([`crate::resources`]), server-side apply them under one field manager, then apply the operator's part
-//! of the status. A finalizer applies the ZooKeeper deletion policy when the resource is deleted.
+//! The reconciler. Each pass over a CanalInstance is a pipeline of small steps:
+//! [`dereference`](crate::dereference) (fetch the Secrets the spec names), [`validate`](crate::validate::validate)
+//! (pure), [`build`](crate::children::build) (pure, one [`Children`](crate::children::Children) value),
+//! [`apply`](crate::children::Children::apply) (server-side apply, and delete children that no longer belong), and
+//! [`status`](crate::status) (written only when it changed). A finalizer applies the ZooKeeper deletion policy when
+//! the resource is deleted.
+//!
+//! The pods report into the status every few seconds. The main watch passes on only the changes a reconcile acts
+//! on ([`relevant`]), and the operator writes the status only when it differs, so an idle instance is not
+//! reconciled again and again.
 
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use canal_api::{CanalInstance, DeletionPolicy};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use crate::children::{self, WATCH_SELECTOR};
+use crate::dereference::{dereference, secret_names};
 use crate::metrics::Metrics;
-use crate::{Error, resources};
+use crate::status::{self, OperatorStatus};
+use crate::validate::{Invalid, validate};
+use crate::{Error, zookeeper};
 
-/// The field manager of everything the operator applies.
-pub const MANAGER: &str = "canal-operator";
+pub use crate::children::MANAGER;
+
 /// Held on every CanalInstance so its ZooKeeper data is handled (per its deletion policy) before it goes away.
 pub const FINALIZER: &str = "canal.rs/zookeeper-cleanup";
 
@@ -64,68 +72,19 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(5u64 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(300))
 }
 
-/// Checks what the CRD's schema cannot: the instance itself validates the rendered configuration (regexes, time
-/// zone, ...), exactly as a standalone `canal-instance` would.
-pub fn validate(ci: &CanalInstance) -> Result<(), Error> {
-    let config = ci.spec.instance_config(&ci.name_any());
-    // Passwords come from Secrets at run time; validation only needs them to be present.
-    canal_instance::config::Settings::from_config(config, &|_| Some(String::new()))
-        .map(|_| ())
-        .map_err(|e| Error::InvalidSpec(e.to_string()))
-}
-
-fn patch_params() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
-}
-
-async fn apply_child<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let name = object.meta().name.clone().unwrap_or_default();
-    Ok(api.patch(&name, &patch_params(), &Patch::Apply(object)).await?)
-}
-
-fn condition(type_: &str, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(jiff::Timestamp::now()),
+/// The parts of a CanalInstance a reconcile acts on, hashed: the spec (through its generation), deletion and
+/// finalizers (the finalizer helper needs both), and the two status fields the pods write that the operator turns
+/// into Conditions and Events. Pod reports that change only positions, lag or heartbeats hash the same.
+pub fn relevant(ci: &CanalInstance) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    ci.metadata.generation.hash(&mut hasher);
+    ci.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    ci.metadata.finalizers.hash(&mut hasher);
+    if let Some(status) = &ci.status {
+        status.active_pod.hash(&mut hasher);
+        status.failovers.hash(&mut hasher);
     }
-}
-
-/// Applies the operator's part of the status. `ready` is `ready/desired` pods, once the StatefulSet exists.
-async fn apply_status(
-    api: &Api<CanalInstance>,
-    ci: &CanalInstance,
-    conditions: Vec<Condition>,
-    ready: Option<String>,
-) -> Result<(), Error> {
-    let announced = ci.status.as_ref().map_or(0, |s| s.failovers.max(s.announced_failovers));
-    let mut status = json!({
-        "observedGeneration": ci.metadata.generation,
-        "conditions": conditions,
-        "announcedFailovers": announced,
-    });
-    if let Some(ready) = ready {
-        status["readyReplicas"] = json!(ready);
-    }
-    let status = json!({
-        "apiVersion": CanalInstance::api_version(&()),
-        "kind": CanalInstance::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&ci.name_any(), &patch_params(), &Patch::Apply(status))
-        .await?;
-    Ok(())
+    Some(hasher.finish())
 }
 
 async fn publish(ctx: &Context, ci: &CanalInstance, type_: EventType, reason: &str, note: String) {
@@ -141,25 +100,9 @@ async fn publish(ctx: &Context, ci: &CanalInstance, type_: EventType, reason: &s
     }
 }
 
-/// Brings the children of `ci` to the desired state.
-async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
-    let namespace = ci.namespace().unwrap_or_default();
-    let api: Api<CanalInstance> = Api::namespaced(ctx.client.clone(), &namespace);
-    let generation = ci.metadata.generation;
-    if let Err(e) = validate(ci) {
-        publish(ctx, ci, EventType::Warning, "InvalidSpec", e.to_string()).await;
-        apply_status(
-            &api,
-            ci,
-            vec![condition("Ready", false, "InvalidSpec", e.to_string(), generation)],
-            None,
-        )
-        .await?;
-        // Nothing to retry until the spec changes.
-        return Ok(Action::await_change());
-    }
-
-    // Pods count failovers in the status; the operator turns each new one into an Event.
+/// Pods count failovers in the status; the operator turns each new one into an Event (and [`status`] then records
+/// it as announced).
+async fn announce_failover(ctx: &Context, ci: &CanalInstance) {
     if let Some(status) = &ci.status
         && status.failovers > status.announced_failovers
     {
@@ -170,60 +113,41 @@ async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
         );
         publish(ctx, ci, EventType::Normal, "Failover", note).await;
     }
+}
 
-    let config_map = resources::config_map(ci)?;
-    // Pods read passwords at start: fold the Secrets' versions into the hash so a rotated password rolls them.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut versions = Vec::new();
-    for secret in std::iter::once(&ci.spec.source_password_secret).chain(ci.spec.server_password_secret.as_ref()) {
-        match secrets.get_opt(&secret.name).await? {
-            Some(s) => versions.push(s.resource_version().unwrap_or_default()),
-            None => {
-                let message = format!("Secret {} does not exist in namespace {namespace}", secret.name);
-                publish(ctx, ci, EventType::Warning, "SecretMissing", message.clone()).await;
-                apply_status(
-                    &api,
-                    ci,
-                    vec![condition("Ready", false, "SecretMissing", message, generation)],
-                    None,
-                )
-                .await?;
-                return Ok(Action::requeue(Duration::from_secs(30)));
-            }
-        }
+/// Applies the operator's part of the status, unless the status already says exactly that.
+async fn write_status(ctx: &Context, ci: &CanalInstance, desired: &OperatorStatus) -> Result<(), Error> {
+    if status::unchanged(ci.status.as_ref(), desired) {
+        return Ok(());
     }
-    let hash = resources::config_hash(&config_map, &versions);
+    let api: Api<CanalInstance> = Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch_status(&ci.name_any(), &params, &Patch::Apply(status::apply_body(desired)))
+        .await?;
+    Ok(())
+}
 
-    let client = &ctx.client;
-    apply_child(client, &namespace, &config_map).await?;
-    apply_child(client, &namespace, &resources::service_account(ci)).await?;
-    apply_child(client, &namespace, &resources::role(ci)).await?;
-    apply_child(client, &namespace, &resources::role_binding(ci)).await?;
-    apply_child(client, &namespace, &resources::headless_service(ci)).await?;
-    apply_child(client, &namespace, &resources::client_service(ci)).await?;
-    apply_child(client, &namespace, &resources::pod_disruption_budget(ci)).await?;
-    let sts = apply_child(client, &namespace, &resources::stateful_set(ci, &hash)).await?;
-
-    let ready = sts.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-    let ready_condition = if ci.status.as_ref().and_then(|s| s.active_pod.as_ref()).is_some() && ready > 0 {
-        condition(
-            "Ready",
-            true,
-            "Serving",
-            format!("{ready} of {} pods ready", ci.spec.replicas),
-            generation,
-        )
-    } else {
-        condition(
-            "Ready",
-            false,
-            "WaitingForPods",
-            format!("{ready} of {} pods ready", ci.spec.replicas),
-            generation,
-        )
+/// Brings the children of `ci` to the desired state: dereference, validate, build, apply, status.
+async fn apply(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
+    announce_failover(ctx, ci).await;
+    let referenced = dereference(&ctx.client, ci).await?;
+    let validated = match validate(ci, &referenced) {
+        Ok(validated) => validated,
+        Err(invalid) => {
+            publish(ctx, ci, EventType::Warning, invalid.reason(), invalid.to_string()).await;
+            write_status(ctx, ci, &status::invalid(ci, &invalid, &status::now())).await?;
+            return Ok(match invalid {
+                // The Secret watch brings it back when the Secret appears; the requeue covers a missed event.
+                Invalid::SecretMissing { .. } => Action::requeue(Duration::from_secs(30)),
+                // Nothing to retry until the spec changes.
+                Invalid::Config(_) => Action::await_change(),
+            });
+        }
     };
-    let ready_pods = format!("{ready}/{}", ci.spec.replicas);
-    apply_status(&api, ci, vec![ready_condition], Some(ready_pods)).await?;
+    let children = children::build(&validated)?;
+    let applied = children.apply(&ctx.client, ci).await?;
+    let desired = status::deployed(ci, applied.stateful_set.as_ref(), &status::now());
+    write_status(ctx, ci, &desired).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
@@ -261,13 +185,9 @@ async fn cleanup(ci: &CanalInstance, ctx: &Context) -> Result<Action, Error> {
     if ci.spec.zookeeper_deletion_policy == DeletionPolicy::Delete {
         stop_pods(ci, ctx).await?;
         let destination = ci.spec.destination.clone().unwrap_or_else(|| ci.name_any());
-        let client = canal_instance::ha::zk::connect(&ci.spec.zookeeper)
-            .await
-            .map_err(|e| Error::ZooKeeper(e.to_string()))?;
-        let path = canal_instance::ha::zk::Paths::new(&destination);
-        canal_instance::ha::zk::delete_recursive(&client, path.destination())
-            .await
-            .map_err(|e| Error::ZooKeeper(format!("delete {}: {e}", path.destination())))?;
+        let client = zookeeper::connect(&ci.spec.zookeeper).await?;
+        let path = canal_api::zk::Paths::new(&destination);
+        zookeeper::delete_recursive(&client, path.destination()).await?;
         publish(
             ctx,
             ci,
@@ -322,17 +242,17 @@ pub fn error_policy(ci: Arc<CanalInstance>, error: &Error, ctx: Arc<Context>) ->
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let instances: Api<CanalInstance> = Api::all(client.clone());
-    let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=canal-operator");
-    let controller = Controller::new(instances, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    controller
-        .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
-        .owns(Api::<Service>::all(client.clone()), config.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), config.clone())
-        .owns(Api::<Role>::all(client.clone()), config.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), config.clone())
-        .owns(Api::<PodDisruptionBudget>::all(client.clone()), config)
+    let (store, writer) = reflector::store();
+    let main = reflector::reflector(
+        writer,
+        watcher::watcher(instances, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(relevant, PredicateConfig::default());
+    let controller = Controller::for_stream(main, store.clone());
+    let children = watcher::Config::default().labels(WATCH_SELECTOR);
+    children::owns(controller, &client, &children)
         .watches(
             Api::<Secret>::all(client),
             watcher::Config::default(),
@@ -343,11 +263,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
                 store
                     .state()
                     .into_iter()
-                    .filter(|ci| {
-                        ci.namespace() == namespace
-                            && (ci.spec.source_password_secret.name == name
-                                || ci.spec.server_password_secret.as_ref().is_some_and(|s| s.name == name))
-                    })
+                    .filter(|ci| ci.namespace() == namespace && secret_names(ci).any(|n| n == name))
                     .map(|ci| ObjectRef::from_obj(&*ci))
                     .collect::<Vec<_>>()
             },
@@ -370,6 +286,7 @@ mod tests {
     use crate::resources::tests::{ORDERS, canal_instance};
     use assert_json_diff::assert_json_include;
     use http::{Method, Request, Response};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::client::Body;
     use kube::runtime::events::Reporter;
     use prometheus_client::registry::Registry;
@@ -426,6 +343,59 @@ mod tests {
     }
 
     const SSA: &str = "?&force=true&fieldManager=canal-operator";
+    const STATUS: &str = "/apis/canal.rs/v1alpha1/namespaces/shop/canalinstances/orders/status";
+
+    fn secret(name: &str) -> Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "7"}})
+    }
+
+    /// Answers the children's requests in the order [`children::Children::list`] gives: an SSA patch for each
+    /// present child (echoed back), a GET for each absent one (answered with `absent_found` when given, which is
+    /// then expected to be deleted). Returns the StatefulSet patch body.
+    async fn serve_children(handle: &mut Handle, ci: &CanalInstance, absent_found: Option<Value>) -> Value {
+        let v = crate::validate::tests::validated_instance(ci);
+        let children = children::build(&v).unwrap();
+        let mut sts = Value::Null;
+        for ((kind, _, present), path) in children.list().into_iter().zip(children.paths("shop")) {
+            if present {
+                let body = expect(handle, Method::PATCH, &format!("{path}{SSA}"), None).await;
+                if kind == "StatefulSet" {
+                    sts = body;
+                }
+                continue;
+            }
+            let (request, send) = handle.next_request().await.expect("a GET of the absent child");
+            assert_eq!(
+                (request.method(), request.uri().to_string()),
+                (&Method::GET, path.clone())
+            );
+            match &absent_found {
+                None => send.send_response(
+                    Response::builder()
+                        .status(404)
+                        .body(Body::from(
+                            serde_json::to_vec(&serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                                "status": "Failure", "reason": "NotFound", "code": 404}))
+                            .unwrap(),
+                        ))
+                        .unwrap(),
+                ),
+                Some(found) => {
+                    respond(send, found);
+                    let (request, send) = handle.next_request().await.expect("a DELETE of the absent child");
+                    assert_eq!(
+                        (request.method(), request.uri().to_string()),
+                        (&Method::DELETE, format!("{path}?"))
+                    );
+                    let body = body_json(request).await;
+                    assert_eq!(body["propagationPolicy"], "Background", "{body}");
+                    respond(send, found);
+                }
+            }
+        }
+        sts
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {
@@ -549,6 +519,14 @@ mod tests {
         let (ctx, mut handle, _) = context();
         let ci = finalized(&ORDERS.replace("  zookeeper:", "  filter:\n    include: 'a('\n  zookeeper:"));
         let server = tokio::spawn(async move {
+            // Dereferencing comes first: validation is a pure function of what it fetched.
+            expect(
+                &mut handle,
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/mysql-canal",
+                Some(secret("mysql-canal")),
+            )
+            .await;
             let event = expect(
                 &mut handle,
                 Method::POST,
@@ -666,5 +644,192 @@ mod tests {
         });
         reconcile(Arc::new(ci), ctx).await.unwrap();
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_secret_is_reported_and_nothing_is_applied() {
+        let (ctx, mut handle, _) = context();
+        let ci = finalized(ORDERS);
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.uri().to_string(), "/api/v1/namespaces/shop/secrets/mysql-canal");
+            let not_found = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404});
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&not_found).unwrap()))
+                    .unwrap(),
+            );
+            let event = expect(
+                &mut handle,
+                Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/shop/events?",
+                None,
+            )
+            .await;
+            assert_eq!(event["reason"], "SecretMissing");
+            let status = expect(
+                &mut handle,
+                Method::PATCH,
+                &format!("{STATUS}{SSA}"),
+                Some(serde_json::to_value(finalized(ORDERS)).unwrap()),
+            )
+            .await;
+            let reasons: Vec<(&str, &str)> = status["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (c["type"].as_str().unwrap(), c["reason"].as_str().unwrap()))
+                .collect();
+            assert_eq!(
+                reasons,
+                [
+                    ("Ready", "SecretMissing"),
+                    ("Progressing", "SecretMissing"),
+                    ("Degraded", "SecretMissing")
+                ]
+            );
+        });
+        let action = reconcile(Arc::new(ci), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_disruption_budget_is_deleted_when_replicas_drop_to_one() {
+        let (ctx, mut handle, _) = context();
+        let ci = finalized(&ORDERS.replace("replicas: 3", "replicas: 1"));
+        let owned = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "orders", "namespace": "shop",
+                "ownerReferences": [{"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance", "name": "orders",
+                    "uid": "uid-1", "controller": true}]}});
+        let expected = ci.clone();
+        let server = tokio::spawn(async move {
+            expect(
+                &mut handle,
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/mysql-canal",
+                Some(secret("mysql-canal")),
+            )
+            .await;
+            let sts = serve_children(&mut handle, &expected, Some(owned)).await;
+            assert_eq!(sts["spec"]["replicas"], 1);
+            expect(
+                &mut handle,
+                Method::PATCH,
+                &format!("{STATUS}{SSA}"),
+                Some(serde_json::to_value(&expected).unwrap()),
+            )
+            .await;
+        });
+        reconcile(Arc::new(ci), ctx).await.unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_budget_someone_else_made_is_left_alone() {
+        let (ctx, mut handle, _) = context();
+        let ci = finalized(&ORDERS.replace("replicas: 3", "replicas: 1"));
+        let expected = ci.clone();
+        let server = tokio::spawn(async move {
+            expect(
+                &mut handle,
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/mysql-canal",
+                Some(secret("mysql-canal")),
+            )
+            .await;
+            let v = crate::validate::tests::validated_instance(&expected);
+            let children = children::build(&v).unwrap();
+            for ((_, _, present), path) in children.list().into_iter().zip(children.paths("shop")) {
+                if present {
+                    expect(&mut handle, Method::PATCH, &format!("{path}{SSA}"), None).await;
+                } else {
+                    let foreign = serde_json::json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+                        "metadata": {"name": "orders", "namespace": "shop"}});
+                    expect(&mut handle, Method::GET, &path, Some(foreign)).await;
+                }
+            }
+            expect(
+                &mut handle,
+                Method::PATCH,
+                &format!("{STATUS}{SSA}"),
+                Some(serde_json::to_value(&expected).unwrap()),
+            )
+            .await;
+        });
+        reconcile(Arc::new(ci), ctx).await.unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_status_is_not_written_again() {
+        let (ctx, mut handle, _) = context();
+        let mut ci = finalized(ORDERS);
+        // The status as the previous pass left it: the same StatefulSet (echoed back, so no pods ready yet).
+        let v = crate::validate::tests::validated_instance(&ci);
+        let sts = children::build(&v).unwrap().stateful_set.object().cloned();
+        let before = status::deployed(&ci, sts.as_ref(), &status::now());
+        ci.status = Some(canal_api::CanalInstanceStatus {
+            observed_generation: before.observed_generation,
+            conditions: before.conditions.clone(),
+            announced_failovers: before.announced_failovers,
+            ready_replicas: before.ready_replicas.clone(),
+            ..Default::default()
+        });
+        let expected = ci.clone();
+        let server = tokio::spawn(async move {
+            expect(
+                &mut handle,
+                Method::GET,
+                "/api/v1/namespaces/shop/secrets/mysql-canal",
+                Some(secret("mysql-canal")),
+            )
+            .await;
+            serve_children(&mut handle, &expected, None).await;
+            // No status patch follows: the handle is dropped here, so any further request would fail the reconcile.
+        });
+        let action = reconcile(Arc::new(ci), ctx)
+            .await
+            .expect("no request after the children");
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        server.await.unwrap();
+    }
+
+    #[test]
+    fn pod_reports_do_not_pass_the_main_watch() {
+        let mut ci = finalized(ORDERS);
+        ci.status = Some(canal_api::CanalInstanceStatus {
+            active_pod: Some("orders-0".into()),
+            position: Some("binlog.000001:4".into()),
+            ..Default::default()
+        });
+        let before = relevant(&ci);
+        let status = ci.status.as_mut().unwrap();
+        status.position = Some("binlog.000001:900".into());
+        status.lag = Some("0.1s".into());
+        status.members.push(canal_api::Member {
+            name: "orders-0".into(),
+            role: "active".into(),
+            ..Default::default()
+        });
+        status.announced_failovers = 3;
+        assert_eq!(
+            relevant(&ci),
+            before,
+            "positions, heartbeats and the operator's own writes are filtered"
+        );
+        for change in [
+            (|ci: &mut CanalInstance| ci.metadata.generation = Some(4)) as fn(&mut CanalInstance),
+            |ci| ci.status.as_mut().unwrap().active_pod = Some("orders-1".into()),
+            |ci| ci.status.as_mut().unwrap().failovers = 1,
+            |ci| ci.metadata.finalizers = None,
+            |ci| ci.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now())),
+        ] {
+            let mut changed = ci.clone();
+            change(&mut changed);
+            assert_ne!(relevant(&changed), before);
+        }
     }
 }

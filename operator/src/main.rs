@@ -1,11 +1,13 @@
-//! The `canal-operator` binary: leader election, the controller, and the HTTP endpoints.
+//! The `canal-operator` binary: parses its flags, serves the HTTP endpoints, and runs the controller while this
+//! replica holds the leader lease (the loop itself is `canal_operator::leader`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use canal_operator::controller::{self, Context, MANAGER};
 use canal_operator::http::{self, Status};
+use canal_operator::leader::{self, LeaseSettings};
 use canal_operator::metrics::Metrics;
 use clap::{Parser, ValueEnum};
 use kube::Client;
@@ -81,54 +83,24 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = tokio::spawn(http::serve(listener, status.clone(), shutdown.clone()));
 
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("canal-operator-{}", std::process::id()));
-    let leases = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await?;
-    let (mut leader, lease_task) = leases.watch().await;
+    let lease = LeaseSettings::new(&args.namespace, &args.lease_name, &identity);
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: Some(identity),
     };
-    let ctx = Arc::new(Context::new(client.clone(), Recorder::new(client, reporter), metrics));
-
-    while !shutdown.is_cancelled() {
-        // Wait for the lease; only the leader reconciles.
-        while !*leader.borrow_and_update() {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = leader.changed() => changed?,
-            }
-        }
-        if shutdown.is_cancelled() {
-            break;
-        }
-        tracing::info!("leading: reconciling CanalInstances");
-        status.leading.store(true, Ordering::Relaxed);
-        let stop = shutdown.clone();
-        let mut lost = leader.clone();
-        controller::run(ctx.clone(), async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = async { while *lost.borrow_and_update() { if lost.changed().await.is_err() { break } } } => {
-                    tracing::warn!("lost the leader lease; stopping reconciliation");
-                }
-            }
-        })
-        .await;
-        status.leading.store(false, Ordering::Relaxed);
-    }
-    // Dropping the last receiver ends the lease task; then release the lease so another replica leads at once.
-    drop(leader);
-    if let Ok(Ok(manager)) = lease_task.await
-        && let Err(e) = manager.release().await
-    {
-        tracing::warn!(error = %e, "cannot release the leader lease");
-    }
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Recorder::new(client.clone(), reporter),
+        metrics,
+    ));
+    let elected = leader::run(client, &lease, shutdown.clone(), &status.leading, |stop| {
+        controller::run(ctx.clone(), stop)
+    })
+    .await;
+    // Whatever ended the election, stop serving too.
+    shutdown.cancel();
     let _ = server.await;
+    elected?;
     Ok(())
 }
 

@@ -1,9 +1,10 @@
-//! Builds the Kubernetes objects of one CanalInstance. Pure functions of the resource, so each is unit-tested from
-//! inline YAML; the controller only applies what they return.
+//! The Kubernetes objects of one CanalInstance, one builder each. Pure functions of the resource (and, for the
+//! ConfigMap, of the validated configuration), unit-tested from inline YAML; [`crate::children::build`] assembles
+//! them into the one list the controller applies.
 
 use std::collections::BTreeMap;
 
-use canal_api::{CanalInstance, SecretKeyRef};
+use canal_api::{CanalInstance, InstanceConfig, SecretKeyRef};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
@@ -67,13 +68,9 @@ pub fn pod_names(ci: &CanalInstance) -> Vec<String> {
         .collect()
 }
 
-/// The rendered instance configuration: the same YAML a standalone user writes.
-pub fn config_map(ci: &CanalInstance) -> Result<ConfigMap, Error> {
-    let mut config = ci.spec.instance_config(&ci.name_any());
-    // Pods publish their own IP (POD_IP) in ZooKeeper and listen on every interface.
-    config.server.register_ip = None;
-    config.server.host = "0.0.0.0".into();
-    let yaml = serde_yaml::to_string(&config).map_err(|e| Error::InvalidSpec(format!("cannot render config: {e}")))?;
+/// The rendered instance configuration, `config` as validated: the same YAML a standalone user writes.
+pub fn config_map(ci: &CanalInstance, config: &InstanceConfig) -> Result<ConfigMap, Error> {
+    let yaml = serde_yaml::to_string(config).map_err(|e| Error::Render(e.to_string()))?;
     Ok(ConfigMap {
         metadata: metadata(ci, ci.name_any()),
         data: Some(BTreeMap::from([(CONFIG_FILE.to_string(), yaml)])),
@@ -423,9 +420,15 @@ spec:
     servers: zk-0.zk:2181,zk-1.zk:2181
 ";
 
+    /// The ConfigMap the build step makes of `yaml`.
+    fn built_config_map(yaml: &str) -> ConfigMap {
+        let v = crate::validate::tests::validated(yaml);
+        config_map(&v.instance, &v.config).unwrap()
+    }
+
     #[test]
     fn config_map_holds_the_instance_config_a_standalone_user_would_write() {
-        let cm = config_map(&canal_instance(ORDERS)).unwrap();
+        let cm = built_config_map(ORDERS);
         let yaml = &cm.data.as_ref().unwrap()["config.yaml"];
         let config: canal_api::InstanceConfig = serde_yaml::from_str(yaml).unwrap();
         assert_eq!(
@@ -517,8 +520,8 @@ spec:
 
     #[test]
     fn config_changes_change_the_hash() {
-        let a = config_map(&canal_instance(ORDERS)).unwrap();
-        let b = config_map(&canal_instance(&ORDERS.replace("mysql.shop:3306", "mysql2.shop:3306"))).unwrap();
+        let a = built_config_map(ORDERS);
+        let b = built_config_map(&ORDERS.replace("mysql.shop:3306", "mysql2.shop:3306"));
         assert_ne!(config_hash(&a, &[]), config_hash(&b, &[]));
         assert_eq!(config_hash(&a, &[]), config_hash(&a.clone(), &[]));
         assert_ne!(

@@ -49,7 +49,14 @@ fn example_canal_instance_is_valid() {
         .collect();
     assert_eq!(docs.len(), 2, "a Secret and a CanalInstance");
     let ci: canal_api::CanalInstance = serde_yaml::from_value(docs[1].clone()).expect("CanalInstance parses");
-    canal_operator::controller::validate(&ci).expect("the example passes the operator's validation");
+    // As if its Secret (the first document) exists: validation is what the operator would deploy.
+    let referenced = canal_operator::dereference::Referenced {
+        secrets: vec![canal_operator::dereference::ReferencedSecret {
+            name: docs[0]["metadata"]["name"].as_str().unwrap().into(),
+            resource_version: Some("1".into()),
+        }],
+    };
+    canal_operator::validate::validate(&ci, &referenced).expect("the example passes the operator's validation");
     assert_eq!(
         ci.spec.source_password_secret.name,
         docs[0]["metadata"]["name"].as_str().unwrap()

@@ -283,6 +283,8 @@ fn check_cluster_role(m: &Manifests) {
         ("canal.rs", "canalinstances/status", "patch"),
         ("canal.rs", "canalinstances/finalizers", "update"),
         ("", "pods", "patch"),
+        // A child that no longer belongs is deleted (the only optional child is the budget).
+        ("policy", "poddisruptionbudgets", "delete"),
         ("events.k8s.io", "events", "create"),
         ("events.k8s.io", "events", "patch"),
         ("coordination.k8s.io", "leases", "get"),
@@ -523,7 +525,6 @@ fn crd_passes_strict_validation() {
 /// What the operator applies for a CanalInstance (the example one) passes the same strict validation.
 #[test]
 fn operator_children_pass_strict_validation() {
-    use canal_operator::resources;
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/canalinstance.yaml")).unwrap();
     let doc = serde_yaml::Deserializer::from_str(&text)
         .nth(1)
@@ -531,18 +532,25 @@ fn operator_children_pass_strict_validation() {
     let mut ci: canal_api::CanalInstance = canal_api::CanalInstance::deserialize(doc).unwrap();
     ci.metadata.namespace = Some("shop".into());
     ci.metadata.uid = Some("0b5a1f7e-3c1d-4f0e-9a51-7f3f7f0e2b11".into());
-    let config_map = resources::config_map(&ci).unwrap();
-    let hash = resources::config_hash(&config_map, &["1".into()]);
-    let docs = [
-        serde_yaml::to_string(&config_map).unwrap(),
-        serde_yaml::to_string(&resources::headless_service(&ci)).unwrap(),
-        serde_yaml::to_string(&resources::client_service(&ci)).unwrap(),
-        serde_yaml::to_string(&resources::service_account(&ci)).unwrap(),
-        serde_yaml::to_string(&resources::role(&ci)).unwrap(),
-        serde_yaml::to_string(&resources::role_binding(&ci)).unwrap(),
-        serde_yaml::to_string(&resources::pod_disruption_budget(&ci)).unwrap(),
-        serde_yaml::to_string(&resources::stateful_set(&ci, &hash)).unwrap(),
-    ];
+    // Every child the operator would apply, from the same list the controller uses.
+    let referenced = canal_operator::dereference::Referenced {
+        secrets: vec![canal_operator::dereference::ReferencedSecret {
+            name: ci.spec.source_password_secret.name.clone(),
+            resource_version: Some("1".into()),
+        }],
+    };
+    let validated = canal_operator::validate::validate(&ci, &referenced).unwrap();
+    let children = canal_operator::children::build(&validated).unwrap();
+    let docs: Vec<String> = children
+        .manifests()
+        .iter()
+        .map(|m| serde_yaml::to_string(m).unwrap())
+        .collect();
+    assert_eq!(
+        docs.len(),
+        8,
+        "every child of a two-replica instance, the PodDisruptionBudget included"
+    );
     let dir = tempfile_dir();
     let file = dir.join("children.yaml");
     std::fs::write(&file, docs.join("---\n")).unwrap();

@@ -217,19 +217,9 @@ impl Cluster {
     }
 }
 
-async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            eprintln!("{what}: after {:.1?}", started.elapsed());
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+/// `Some` as success; `None` as "not yet", with `reason` for the timeout message.
+fn found<T>(value: Option<T>, reason: &str) -> Result<T, String> {
+    value.ok_or_else(|| reason.to_string())
 }
 
 /// `kubectl get canalinstances` as a table: column name → value, for the row of `name`.
@@ -255,8 +245,12 @@ fn canal_row(cluster: &Cluster, name: &str) -> Option<BTreeMap<String, String>> 
     Some(columns)
 }
 
-fn both_ready(cluster: &Cluster) -> Option<()> {
-    (canal_row(cluster, "orders")?.get("READY").map(String::as_str) == Some("2/2")).then_some(())
+fn both_ready(cluster: &Cluster) -> Result<(), String> {
+    let row = found(canal_row(cluster, "orders"), "no row for orders")?;
+    match row.get("READY").map(String::as_str) {
+        Some("2/2") => Ok(()),
+        ready => Err(format!("READY is {ready:?}")),
+    }
 }
 
 fn active_pod(cluster: &Cluster) -> Option<String> {
@@ -353,6 +347,7 @@ fn start_consumer(zookeeper: &str, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<Stri
     (seen, task)
 }
 
+/// The ids of `table` received so far, each once (duplicates are counted by [`duplicates`]).
 fn consumed(seen: &Mutex<Vec<String>>, table: &str) -> BTreeSet<u32> {
     seen.lock()
         .unwrap()
@@ -361,12 +356,81 @@ fn consumed(seen: &Mutex<Vec<String>>, table: &str) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Every row received more than once, with how often.
+fn duplicates(seen: &Mutex<Vec<String>>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::<String, usize>::new();
+    for row in seen.lock().unwrap().iter() {
+        *counts.entry(row.clone()).or_default() += 1;
+    }
+    counts.retain(|_, n| *n > 1);
+    counts
+}
+
+/// Waits until every id of `ids` arrived, then checks that no row arrived twice: every acknowledgement is stored
+/// before the next request is served, so neither a crash, a failover, a handover nor a rollout may deliver an
+/// acknowledged row again (README, "Running an instance" and "Active/standby with ZooKeeper").
 async fn all_consumed(seen: &Mutex<Vec<String>>, table: &str, ids: std::ops::RangeInclusive<u32>, what: &str) {
-    eventually(what, SETTLE, || {
+    canal_e2e::eventually(SETTLE, what, async || {
         let got = consumed(seen, table);
-        ids.clone().all(|id| got.contains(&id)).then_some(())
+        let missing: Vec<u32> = ids.clone().filter(|id| !got.contains(id)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?}"))
+        }
     })
     .await;
+    let twice = duplicates(seen);
+    assert!(twice.is_empty(), "{what}: rows delivered more than once: {twice:?}");
+}
+
+/// `canal_operator_reconcile_runs_total`, summed over the operator's pods (only the leader reconciles), read from
+/// each pod's own /metrics endpoint.
+async fn operator_reconciles(cluster: &Cluster) -> Result<u64, String> {
+    let pods = cluster.json(&[
+        "get",
+        "pods",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=canal-operator",
+    ]);
+    let mut total = 0;
+    for pod in pods["items"].as_array().cloned().unwrap_or_default() {
+        let ip = found(pod["status"]["podIP"].as_str(), "an operator pod has no IP yet")?;
+        let port = pod["spec"]["containers"][0]["ports"]
+            .as_array()
+            .and_then(|ports| ports.iter().find(|p| p["name"] == "metrics"))
+            .and_then(|p| p["containerPort"].as_i64())
+            .ok_or("the operator container has no metrics port")?;
+        let text = http_get(&format!("{ip}:{port}"), "/metrics").await?;
+        let runs = text
+            .lines()
+            .find_map(|l| l.strip_prefix("canal_operator_reconcile_runs_total "))
+            .ok_or_else(|| format!("no reconcile counter in:\n{text}"))?;
+        total += runs
+            .trim()
+            .parse::<u64>()
+            .map_err(|e| format!("counter `{runs}`: {e}"))?;
+    }
+    Ok(total)
+}
+
+/// A plain HTTP/1.1 GET, enough for a metrics endpoint; the body of a 200 answer.
+async fn http_get(address: &str, path: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect {address}: {e}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("GET {address}{path}: {head}"));
+    }
+    Ok(body.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -385,10 +449,15 @@ async fn canal_instance_on_a_real_api_server() {
                 .unwrap();
         }
     }
-    eventually("the operator Deployment is available", SETTLE, || {
+    canal_e2e::eventually(SETTLE, "the operator Deployment is available", async || {
         let d = cluster.json(&["get", "deployment", "canal-operator", "-n", OPERATOR_NAMESPACE]);
-        let wanted = d["spec"]["replicas"].as_i64()?;
-        (d["status"]["availableReplicas"].as_i64() == Some(wanted)).then_some(())
+        let wanted = found(d["spec"]["replicas"].as_i64(), "no spec.replicas")?;
+        let available = d["status"]["availableReplicas"].as_i64();
+        if available == Some(wanted) {
+            Ok(())
+        } else {
+            Err(format!("{available:?} of {wanted} available"))
+        }
     })
     .await;
 
@@ -402,13 +471,14 @@ async fn canal_instance_on_a_real_api_server() {
     let applied = cluster.kubectl_with_input(&["apply", "-n", NAMESPACE, "-f", "-"], &example);
     assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
 
-    let row = eventually(
-        "kubectl get canalinstances shows an active pod and READY 2/2",
+    let row = canal_e2e::eventually(
         SETTLE,
-        || {
-            let row = canal_row(&cluster, "orders")?;
-            (row.get("READY").map(String::as_str) == Some("2/2") && row.get("ACTIVE").is_some_and(|a| !a.is_empty()))
-                .then_some(row)
+        "kubectl get canalinstances shows an active pod and READY 2/2",
+        async || {
+            let row = found(canal_row(&cluster, "orders"), "no row for orders")?;
+            let serving =
+                row.get("READY").map(String::as_str) == Some("2/2") && row.get("ACTIVE").is_some_and(|a| !a.is_empty());
+            if serving { Ok(row) } else { Err(format!("{row:?}")) }
         },
     )
     .await;
@@ -420,37 +490,74 @@ async fn canal_instance_on_a_real_api_server() {
     let (seen, consumer) = start_consumer(&services.zookeeper, stop.clone());
     insert(mysql, "orders", 1..=20).await;
     all_consumed(&seen, "orders", 1..=20, "rows 1-20 consumed").await;
-    let position = eventually("kubectl get canalinstances shows the binlog position", SETTLE, || {
-        let position = canal_row(&cluster, "orders")?.get("POSITION").cloned()?;
-        position.contains(':').then_some(position)
-    })
+    let position = canal_e2e::eventually(
+        SETTLE,
+        "kubectl get canalinstances shows the binlog position",
+        async || {
+            let row = found(canal_row(&cluster, "orders"), "no row for orders")?;
+            let position = found(row.get("POSITION").cloned(), "no POSITION column")?;
+            if position.contains(':') {
+                Ok(position)
+            } else {
+                Err(format!("POSITION is `{position}`"))
+            }
+        },
+    )
     .await;
     eprintln!("position: {position}");
-    let consumers = eventually("status.consumers names the client", SETTLE, || {
+    let consumers = canal_e2e::eventually(SETTLE, "status.consumers names the client", async || {
         let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
-        ci["status"]["consumers"].as_array().filter(|c| !c.is_empty()).cloned()
+        found(
+            ci["status"]["consumers"].as_array().filter(|c| !c.is_empty()).cloned(),
+            "no consumers yet",
+        )
     })
     .await;
     assert_eq!(consumers[0]["clientId"], 1001);
+
+    // Idle, with both pods ready and reporting into the status every few seconds: the operator is not driven into
+    // a reconcile loop by those reports (nor by its own status writes).
+    canal_e2e::eventually(SETTLE, "both pods ready while idle", async || both_ready(&cluster)).await;
+    let before = canal_e2e::eventually(SETTLE, "the operator's metrics", async || {
+        operator_reconciles(&cluster).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let after = canal_e2e::eventually(SETTLE, "the operator's metrics", async || {
+        operator_reconciles(&cluster).await
+    })
+    .await;
+    eprintln!("reconciles of the idle CanalInstance in 60 s: {}", after - before);
+    assert!(
+        after - before <= 5,
+        "{} reconciles in 60 s of an idle CanalInstance",
+        after - before
+    );
 
     // Kill the active pod's process. It is restarted at once, as the kubelet does a first time, and by canal's rule
     // the previous owner takes its node back once its old session expires: the same pod, and no row lost.
     cluster.signal(&first_active, "KILL");
     insert(mysql, "orders", 21..=30).await;
     all_consumed(&seen, "orders", 1..=30, "rows 1-30 consumed after a crash and restart").await;
-    eventually("the killed container was restarted", SETTLE, || {
-        (restarts(&cluster, &first_active) >= 1).then_some(())
+    canal_e2e::eventually(SETTLE, "the killed container was restarted", async || {
+        match restarts(&cluster, &first_active) {
+            0 => Err("restartCount is 0".to_string()),
+            _ => Ok(()),
+        }
     })
     .await;
     assert_eq!(active_pod(&cluster).as_deref(), Some(first_active.as_str()));
 
     // Hang the active pod's process: the other pod takes over once the hung one's session expires (plus the
     // failover delay), the status names it, and no row is lost. Resumed, the hung one serves as the standby.
-    eventually("both pods ready before the hang", SETTLE, || both_ready(&cluster)).await;
+    canal_e2e::eventually(SETTLE, "both pods ready before the hang", async || both_ready(&cluster)).await;
     let hung = Instant::now();
     cluster.signal(&first_active, "STOP");
-    let second_active = eventually("the status names the other pod after a hang", SETTLE, || {
-        active_pod(&cluster).filter(|a| *a != first_active)
+    let second_active = canal_e2e::eventually(SETTLE, "the status names the other pod after a hang", async || {
+        found(
+            active_pod(&cluster).filter(|a| *a != first_active),
+            "still the hung pod, or none",
+        )
     })
     .await;
     eprintln!("failover shown in status {:.1?} after the hang", hung.elapsed());
@@ -461,12 +568,17 @@ async fn canal_instance_on_a_real_api_server() {
     cluster.signal(&first_active, "CONT");
 
     // kubectl delete pod of the active one: graceful handover.
-    eventually("both pods ready again", SETTLE, || both_ready(&cluster)).await;
+    canal_e2e::eventually(SETTLE, "both pods ready again", async || both_ready(&cluster)).await;
     cluster.kubectl_ok(&["delete", "pod", &second_active, "-n", NAMESPACE, "--wait=false"]);
-    let third_active = eventually(
-        "the status names the other pod after kubectl delete pod",
+    let third_active = canal_e2e::eventually(
         SETTLE,
-        || active_pod(&cluster).filter(|a| *a != second_active),
+        "the status names the other pod after kubectl delete pod",
+        async || {
+            found(
+                active_pod(&cluster).filter(|a| *a != second_active),
+                "still the deleted pod, or none",
+            )
+        },
     )
     .await;
     eprintln!("active: {first_active} -> {second_active} -> {third_active}");
@@ -482,22 +594,28 @@ async fn canal_instance_on_a_real_api_server() {
     assert!(log.contains("became the active instance"), "{log}");
 
     // Edit the filter: the change rolls out and the status shows the new generation observed.
-    eventually("both pods ready before the edit", SETTLE, || both_ready(&cluster)).await;
+    canal_e2e::eventually(SETTLE, "both pods ready before the edit", async || both_ready(&cluster)).await;
     patch_spec(&cluster, r#"{"filter":{"include":"shop\\.orders"}}"#);
-    eventually(
-        "the rollout finishes and the new generation is observed",
+    canal_e2e::eventually(
         SETTLE,
-        || {
+        "the rollout finishes and the new generation is observed",
+        async || {
             let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
             let sts = cluster.json(&["get", "statefulset", "orders", "-n", NAMESPACE]);
-            let generation = ci["metadata"]["generation"].as_i64()?;
-            let observed = ci["status"]["observedGeneration"].as_i64()?;
+            let generation = found(ci["metadata"]["generation"].as_i64(), "no generation")?;
+            let observed = found(ci["status"]["observedGeneration"].as_i64(), "no observedGeneration")?;
             let status = &sts["status"];
             let rolled = status["updateRevision"] == status["currentRevision"]
                 && status["updatedReplicas"].as_i64() == Some(2)
                 && status["readyReplicas"].as_i64() == Some(2)
                 && sts["metadata"]["generation"] == status["observedGeneration"];
-            (generation >= 2 && observed == generation && rolled).then_some(())
+            if generation >= 2 && observed == generation && rolled {
+                Ok(())
+            } else {
+                Err(format!(
+                    "generation {generation}, observed {observed}, StatefulSet status {status}"
+                ))
+            }
         },
     )
     .await;
@@ -523,10 +641,12 @@ async fn canal_instance_on_a_real_api_server() {
     consumer.await.unwrap();
     patch_spec(&cluster, r#"{"zookeeperDeletionPolicy":"Delete"}"#);
     cluster.kubectl_ok(&["delete", "canalinstance", "orders", "-n", NAMESPACE, "--timeout=180s"]);
-    eventually("the children are garbage-collected", SETTLE, || {
+    // Every kind the operator owns (its one list of children), and the pods.
+    let kinds = format!("{},pods", canal_operator::children::KINDS.join(","));
+    canal_e2e::eventually(SETTLE, "the children are garbage-collected", async || {
         let left = cluster.kubectl_ok(&[
             "get",
-            "statefulsets,configmaps,services,serviceaccounts,roles,rolebindings,poddisruptionbudgets,pods",
+            &kinds,
             "-n",
             NAMESPACE,
             "-l",
@@ -534,16 +654,24 @@ async fn canal_instance_on_a_real_api_server() {
             "-o",
             "name",
         ]);
-        left.trim().is_empty().then_some(())
+        if left.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("left: {left}"))
+        }
     })
     .await;
-    eventually("the pods' processes are stopped", SETTLE, || {
-        cluster.nothing_runs_in(NAMESPACE).then_some(())
+    canal_e2e::eventually(SETTLE, "the pods' processes are stopped", async || {
+        if cluster.nothing_runs_in(NAMESPACE) {
+            Ok(())
+        } else {
+            Err("a pod still runs".to_string())
+        }
     })
     .await;
     let zk_config: canal_api::ZooKeeperConfig =
         serde_json::from_value(serde_json::json!({"servers": services.zookeeper})).unwrap();
-    let zk = canal_instance::ha::zk::connect(&zk_config).await.unwrap();
+    let zk = canal_operator::zookeeper::connect(&zk_config).await.unwrap();
     assert_eq!(
         zk.check_stat("/otter/canal/destinations/orders").await.unwrap(),
         None,

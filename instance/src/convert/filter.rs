@@ -5,13 +5,15 @@
 //! `[]` and `()` (a backslash escapes the next character), each piece must match the whole name, matching ignores
 //! case, and an empty list includes everything and excludes nothing. canal compiles patterns with Perl 5 syntax;
 //! the Rust regex engine has no look-around, back-references, atomic groups or possessive quantifiers, and such
-//! patterns are rejected with an error that says so instead of being misread.
+//! patterns are rejected with an error that says so instead of being misread. Both lists are parsed by canal-api, so
+//! the operator refuses exactly what the instance would.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
+use canal_api::validate::{field_list, table_regexes};
 use regex::RegexSet;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A compiled include/exclude pair.
 #[derive(Clone, Debug)]
@@ -23,8 +25,8 @@ pub struct TableFilter {
 impl TableFilter {
     pub fn new(include: &str, exclude: &str) -> Result<Self> {
         Ok(Self {
-            include: compile("filter.include", include)?,
-            exclude: compile("filter.exclude", exclude)?,
+            include: table_regexes("filter.include", include)?,
+            exclude: table_regexes("filter.exclude", exclude)?,
         })
     }
 
@@ -40,82 +42,20 @@ impl TableFilter {
     }
 }
 
-/// Splits canal's comma-separated list; `None` for an empty list.
-fn compile(field: &str, list: &str) -> Result<Option<RegexSet>> {
-    let pieces = split(list);
-    if pieces.is_empty() {
-        return Ok(None);
-    }
-    for piece in &pieces {
-        if let Some(construct) = perl_only(piece) {
-            return Err(Error::FilterRegex {
-                field: field.into(),
-                pattern: piece.clone(),
-                message: format!(
-                    "{construct} is Perl regex syntax that canal accepts but canal-rs does not; list the tables to \
-                     include or exclude instead"
-                ),
-            });
-        }
-    }
-    RegexSet::new(pieces.iter().map(|p| format!("(?is)^(?:{p})$")))
-        .map(Some)
-        .map_err(|e| Error::FilterRegex {
-            field: field.into(),
-            pattern: list.into(),
-            message: e.to_string(),
-        })
-}
-
-/// The first Perl-only construct in `pattern`, named for the error message.
-fn perl_only(pattern: &str) -> Option<&'static str> {
-    const CONSTRUCTS: [(&str, &str); 7] = [
-        ("(?=", "look-ahead `(?=`"),
-        ("(?!", "negative look-ahead `(?!`"),
-        ("(?<=", "look-behind `(?<=`"),
-        ("(?<!", "negative look-behind `(?<!`"),
-        ("(?>", "an atomic group `(?>`"),
-        ("(?(", "a conditional `(?(`"),
-        ("\\k<", "a named back-reference `\\k<`"),
-    ];
-    if let Some((_, name)) = CONSTRUCTS.iter().find(|(token, _)| pattern.contains(token)) {
-        return Some(name);
-    }
-    let bytes = pattern.as_bytes();
-    let mut escaped = false;
-    for (i, b) in bytes.iter().enumerate() {
-        if escaped {
-            if (b'1'..=b'9').contains(b) {
-                return Some("a back-reference such as `\\1`");
-            }
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' => escaped = true,
-            b'*' | b'+' | b'?' | b'}' if bytes.get(i + 1) == Some(&b'+') && i > 0 => {
-                return Some("a possessive quantifier such as `*+`");
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
 /// Which columns of which tables are delivered: canal's `filter.field` and `filter.black.field`.
 #[derive(Clone, Debug, Default)]
 pub struct FieldFilter {
     /// Upper-cased `SCHEMA.TABLE` → upper-cased column names to keep.
-    include: HashMap<String, HashSet<String>>,
+    include: BTreeMap<String, BTreeSet<String>>,
     /// Upper-cased `SCHEMA.TABLE` → upper-cased column names to drop.
-    exclude: HashMap<String, HashSet<String>>,
+    exclude: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl FieldFilter {
     pub fn new(include: &str, exclude: &str) -> Result<Self> {
         Ok(Self {
-            include: parse_fields("filter.includeFields", include)?,
-            exclude: parse_fields("filter.excludeFields", exclude)?,
+            include: field_list("filter.includeFields", include)?,
+            exclude: field_list("filter.excludeFields", exclude)?,
         })
     }
 
@@ -141,69 +81,6 @@ impl FieldFilter {
                 .collect(),
         )
     }
-}
-
-/// Parses `schema.table:col1/col2,schema.t2:c`.
-fn parse_fields(field: &str, list: &str) -> Result<HashMap<String, HashSet<String>>> {
-    let mut tables = HashMap::new();
-    for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let invalid = |message: &str| Error::ConfigInvalid {
-            field: field.into(),
-            message: format!("`{item}`: {message}; the format is schema.table:col1/col2,schema.table2:col"),
-        };
-        let (table, columns) = item
-            .split_once(':')
-            .ok_or_else(|| invalid("no `:` before the columns"))?;
-        if !table.contains('.') {
-            return Err(invalid("the table must be written schema.table"));
-        }
-        let columns: HashSet<String> = columns
-            .split('/')
-            .map(|c| c.trim().to_uppercase())
-            .filter(|c| !c.is_empty())
-            .collect();
-        if columns.is_empty() {
-            return Err(invalid("no columns listed"));
-        }
-        tables
-            .entry(table.trim().to_uppercase())
-            .or_insert_with(HashSet::new)
-            .extend(columns);
-    }
-    Ok(tables)
-}
-
-fn split(list: &str) -> Vec<String> {
-    let mut pieces = Vec::new();
-    let mut current = String::new();
-    let mut depth = 0i32;
-    let mut chars = list.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                current.push(c);
-                if let Some(next) = chars.next() {
-                    current.push(next);
-                }
-            }
-            '{' | '[' | '(' => {
-                depth += 1;
-                current.push(c);
-            }
-            '}' | ']' | ')' => {
-                depth -= 1;
-                current.push(c);
-            }
-            ',' if depth <= 0 => pieces.push(std::mem::take(&mut current)),
-            _ => current.push(c),
-        }
-    }
-    pieces.push(current);
-    pieces
-        .into_iter()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! CanalInstance spec, so a standalone user and the operator write the same thing. Field names are camelCase as in
 //! every Kubernetes API. Unknown fields are rejected so that a typo is an error, not a silently ignored setting.
 //! Secrets never appear here: they are read from environment variables or files named by [`SecretSource`].
+//!
+//! Beside the types: [`validate`] (the checks both the instance and the operator apply to a configuration) and
+//! [`zk`] (canal's ZooKeeper node layout).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -322,4 +325,7 @@ fn default_mem_unit() -> u32 {
 }
 
 pub mod crd;
+pub mod validate;
+pub mod zk;
 pub use crd::{CanalInstance, CanalInstanceSpec, CanalInstanceStatus, DeletionPolicy, Member, SecretKeyRef};
+pub use validate::{ConfigError, validate};
