@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build etcd, kube-apiserver, kube-controller-manager and kubectl from Go
+# Build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy,
+# kubelet and kubectl from Go
 # modules into a cache directory, and print that directory (last stdout line).
 #
 #   build.sh [--force]     build unless up to date
@@ -58,17 +59,20 @@ up_to_date() {
     done
 }
 
-K8S_BINS=(kube-apiserver kube-controller-manager kubectl)
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl)
 ETCD_BINS=(etcd)
+CRI_BINS=(crictl)
 
 if [ "$check" = 1 ]; then
-    up_to_date k8s "$HERE/tools" "${K8S_BINS[@]}" && up_to_date etcd "$HERE/etcd" "${ETCD_BINS[@]}"
+    up_to_date k8s "$HERE/tools" "${K8S_BINS[@]}" && up_to_date etcd "$HERE/etcd" "${ETCD_BINS[@]}" &&
+        up_to_date cri "$HERE/cri-tools" "${CRI_BINS[@]}"
     exit
 fi
 
 if [ "$force" = 0 ] &&
     up_to_date k8s "$HERE/tools" "${K8S_BINS[@]}" &&
-    up_to_date etcd "$HERE/etcd" "${ETCD_BINS[@]}"; then
+    up_to_date etcd "$HERE/etcd" "${ETCD_BINS[@]}" &&
+    up_to_date cri "$HERE/cri-tools" "${CRI_BINS[@]}"; then
     log "up to date in $BIN_DIR"
     echo "$BIN_DIR"
     exit 0
@@ -148,6 +152,9 @@ if [ "$force" = 1 ] || ! up_to_date k8s "$HERE/tools" "${K8S_BINS[@]}"; then
     go_build k8s "$HERE/tools" "$ld" "" \
         k8s.io/kubernetes/cmd/kube-apiserver \
         k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kube-scheduler \
+        k8s.io/kubernetes/cmd/kube-proxy \
+        k8s.io/kubernetes/cmd/kubelet \
         k8s.io/kubernetes/cmd/kubectl
 fi
 
@@ -156,6 +163,13 @@ if [ "$force" = 1 ] || ! up_to_date etcd "$HERE/etcd" "${ETCD_BINS[@]}"; then
     log "building etcd $ever into $BIN_DIR (under a minute the first time)"
     go_build etcd "$HERE/etcd" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$ever" etcd \
         go.etcd.io/etcd/server/v3
+fi
+
+if [ "$force" = 1 ] || ! up_to_date cri "$HERE/cri-tools" "${CRI_BINS[@]}"; then
+    read -r cver _ <<<"$(mod_info "$HERE/cri-tools" sigs.k8s.io/cri-tools)"
+    log "building crictl $cver into $BIN_DIR"
+    go_build cri "$HERE/cri-tools" "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$cver" crictl \
+        sigs.k8s.io/cri-tools/cmd/crictl
 fi
 
 log "done: $BIN_DIR"

@@ -56,6 +56,11 @@ impl ControlPlane {
         PathBuf::from(self.var("K8S_CA_FILE"))
     }
 
+    /// The directory `control-plane.sh` runs in (its PKI, kubeconfig, logs and env file).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     pub fn bin_dir(&self) -> PathBuf {
         PathBuf::from(self.var("K8S_BIN_DIR"))
     }

@@ -9,6 +9,7 @@
 
 pub mod control_plane;
 pub mod kubelet;
+pub mod node;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -538,6 +539,45 @@ fn venv_python(script: &str) -> PathBuf {
     )
 }
 
+/// `helm` (v4, built from Go modules by `e2e/tools/build.sh` into `target/tools/`), built on first use.
+pub fn helm() -> PathBuf {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| go_tool("helm")).clone()
+}
+
+/// `promtool` (from github.com/prometheus/prometheus, built by `e2e/tools/build.sh`), built on first use.
+pub fn promtool() -> PathBuf {
+    static PROMTOOL: OnceLock<PathBuf> = OnceLock::new();
+    PROMTOOL.get_or_init(|| go_tool("promtool")).clone()
+}
+
+/// Runs `e2e/tools/build.sh NAME` (instant when the binary is up to date; it prints its directory last) and returns
+/// the binary's path. The script locks, so test binaries that ask at the same time build it once.
+fn go_tool(name: &str) -> PathBuf {
+    let script = repo_root().join("e2e/tools/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "{} {name} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let dir = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .expect("the tools directory")
+        .trim()
+        .to_string();
+    let bin = Path::new(&dir).join(name);
+    assert!(bin.is_file(), "{} did not build {}", script.display(), bin.display());
+    bin
+}
+
 /// Lints and renders the Helm chart offline (`e2e/python/render_chart.py`) into `out`; `values` is a values file
 /// or `-` for the chart's defaults. The release is `canal-operator` in namespace `canal-system`.
 pub fn render_chart(values: &str, out: &Path) -> std::process::Output {
@@ -564,8 +604,15 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding a fresh loopback port to `target`.
     pub async fn start(target: &str) -> Self {
+        Self::start_on("127.0.0.1:0", target).await
+    }
+
+    /// Starts forwarding `listen` (an `ip:port`, port 0 for a fresh one) to `target`.
+    pub async fn start_on(listen: &str, target: &str) -> Self {
         use std::sync::atomic::AtomicBool;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| panic!("bind proxy on {listen}: {e}"));
         let address = listener.local_addr().expect("proxy address").to_string();
         let cut = std::sync::Arc::new(AtomicBool::new(false));
         let target = std::sync::Arc::new(std::sync::Mutex::new(target.to_string()));

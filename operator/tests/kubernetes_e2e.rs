@@ -1,12 +1,16 @@
 //! End to end on a real Kubernetes API server, driven through `kubectl` as a user would.
 //!
-//! The scenarios run in one of two places, with the same code:
-//! - **local** (`make e2e`, part of `make test`): etcd, kube-apiserver (client certificates, RBAC) and
-//!   kube-controller-manager (StatefulSet, garbage collector, ServiceAccount token controllers) built from Go
-//!   modules (`e2e/k8s/`); the Helm chart rendered offline and applied as `helm install` would; MariaDB and a
-//!   3-node ZooKeeper ensemble from the project's scripts. The operator runs from the chart's own Deployment with
-//!   its ServiceAccount's token, so the chart's RBAC is what is tested. The one stand-in is [`ProcessKubelet`],
-//!   which runs Pods as processes (its module says what it does and does not do).
+//! The scenarios run in one of three places, with the same code:
+//! - **a real node** (`make e2e`, part of `make test`, wherever the machine can run one; CI is such a machine):
+//!   etcd, kube-apiserver (client certificates, RBAC, the Node authorizer) and kube-controller-manager built from
+//!   Go modules (`e2e/k8s/`), plus a real node from `e2e/k8s/node.sh`: kubelet, kube-scheduler and kube-proxy on
+//!   containerd and runc, with bridge CNI pod networking. The images are the ones `make images` builds. MariaDB and
+//!   a 3-node ZooKeeper ensemble run on the host from the project's scripts and are reached from the pods through
+//!   the bridge. The operator runs from the chart's own Deployment with its ServiceAccount's token, so the chart's
+//!   RBAC is what is tested.
+//! - **local with the stand-in** (`CANAL_E2E_NODE=process`, or where no real node can run and `CI` is not set):
+//!   the same control plane, with [`ProcessKubelet`] running Pods as processes (its module says what it does and
+//!   does not do).
 //! - **existing cluster** (`CANAL_E2E_CLUSTER=existing`, used by `make e2e-kind` from a Job inside a kind cluster):
 //!   the chart is installed with helm beforehand, MariaDB and ZooKeeper run in the cluster at
 //!   `CANAL_E2E_MYSQL` and `CANAL_E2E_ZOOKEEPER`, and a process is signalled through an ephemeral debug container.
@@ -20,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use canal_e2e::control_plane::{ControlPlane, kubectl_stdout, run_kubectl};
 use canal_e2e::kubelet::{KubeletConfig, ProcessKubelet};
-use canal_e2e::{MariaDb, ZooKeeper, repo_root};
+use canal_e2e::node::RealNode;
+use canal_e2e::{MariaDb, TcpProxy, ZooKeeper, repo_root};
 use canal_instance::client::{ClusterClient, GetWait};
 use canal_instance::protocol::EntryType;
 use canal_instance::protocol::entry::RowChange;
@@ -42,8 +47,66 @@ enum Cluster {
         // Kept for their lifetime: dropping them stops the services.
         _zookeeper: ZooKeeper,
     },
+    Node {
+        // Fields drop in order: the node before the control plane it is joined to.
+        node: RealNode,
+        control_plane: ControlPlane,
+        // The pods' way to MariaDB and ZooKeeper, which listen on loopback only.
+        _proxies: Vec<TcpProxy>,
+        _zookeeper: ZooKeeper,
+    },
     Existing,
 }
+
+/// Where the pods run on this machine: a real node unless `CANAL_E2E_NODE=process` asks for the stand-in. Where a
+/// real node cannot run, the stand-in is used, except under `CI=true`, which must test the real one.
+fn real_node_wanted() -> bool {
+    if std::env::var("CANAL_E2E_NODE").as_deref() == Ok("process") {
+        return false;
+    }
+    match canal_e2e::node::unavailable() {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true needs the real-node e2e, but a node cannot run here: {why}")
+        }
+        Some(why) => {
+            eprintln!("no real node here ({why}): pods run under the process stand-in");
+            false
+        }
+    }
+}
+
+/// `make images`: the images' docker-archive tarballs (canal-instance, canal-operator, pause).
+fn built_images() -> Vec<PathBuf> {
+    let output = Command::new("bash")
+        .arg(repo_root().join("images/build.sh"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run images/build.sh");
+    assert!(
+        output.status.success(),
+        "images/build.sh failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("images/build.sh prints its output dir")
+            .trim(),
+    );
+    let mut tars: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    tars.sort();
+    tars
+}
+
+/// The sandbox image `make images` builds.
+const PAUSE_IMAGE: &str = concat!("canal-rs/pause:", env!("CARGO_PKG_VERSION"));
 
 /// What the pods and the test reach: the database (root/root and canal/canal) and ZooKeeper.
 struct Services {
@@ -83,31 +146,18 @@ impl Cluster {
         }
         let db = MariaDb::shared();
         let zookeeper = ZooKeeper::ensemble();
+        let real_node = real_node_wanted();
+        let images = if real_node { built_images() } else { Vec::new() };
+        let control_plane = ControlPlane::start();
+        if real_node {
+            return Self::start_node(control_plane, db, zookeeper, &images).await;
+        }
         let services = Services {
             mysql: db.address(),
             zookeeper: zookeeper.servers.clone(),
         };
-        let control_plane = ControlPlane::start();
-        let work = tempfile::Builder::new()
-            .prefix("canal-k8s-e2e-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        // What `helm install` does: the chart's crds/ first, then the rendered templates, applied server-side.
-        let rendered = work.join("chart.yaml");
-        let render = canal_e2e::render_chart("-", &rendered);
-        assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
-        let crds = repo_root().join("charts/canal-operator/crds");
-        control_plane.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
-        control_plane.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/canalinstances.canal.rs",
-            "--timeout=60s",
-        ]);
-        control_plane.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
-        control_plane.kubectl_ok(&["apply", "--server-side", "-f", rendered.to_str().unwrap()]);
-        control_plane.kubectl_ok(&["create", "namespace", NAMESPACE]);
+        let work = canal_e2e::fresh_dir("canal-k8s-e2e-");
+        install_chart(&control_plane, &work);
         let kubelet = ProcessKubelet::start(
             control_plane.client().await,
             KubeletConfig {
@@ -131,9 +181,43 @@ impl Cluster {
         (cluster, services)
     }
 
+    /// The control plane, a real node, and proxies on the node's bridge to MariaDB and each ZooKeeper server.
+    async fn start_node(
+        control_plane: ControlPlane,
+        db: &MariaDb,
+        zookeeper: ZooKeeper,
+        images: &[PathBuf],
+    ) -> (Cluster, Services) {
+        let node = RealNode::start(&control_plane, PAUSE_IMAGE, images).await;
+        let gateway = node.gateway_ip().to_string();
+        let mut proxies = vec![TcpProxy::start_on(&format!("{gateway}:0"), &db.address()).await];
+        for server in zookeeper.servers.split(',') {
+            proxies.push(TcpProxy::start_on(&format!("{gateway}:0"), server).await);
+        }
+        let services = Services {
+            mysql: proxies[0].address.clone(),
+            zookeeper: proxies[1..]
+                .iter()
+                .map(|p| p.address.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let work = canal_e2e::fresh_dir("canal-k8s-e2e-");
+        install_chart(&control_plane, &work);
+        let cluster = Cluster::Node {
+            node,
+            control_plane,
+            _proxies: proxies,
+            _zookeeper: zookeeper,
+        };
+        (cluster, services)
+    }
+
     fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
         match self {
-            Cluster::Local { control_plane, .. } => control_plane.kubectl_with_input(args, input),
+            Cluster::Local { control_plane, .. } | Cluster::Node { control_plane, .. } => {
+                control_plane.kubectl_with_input(args, input)
+            }
             Cluster::Existing => {
                 let kubectl = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
                 run_kubectl(Command::new(kubectl), args, input)
@@ -165,6 +249,20 @@ impl Cluster {
                     .args([format!("-{signal}"), pid.to_string()])
                     .status();
             }
+            Cluster::Node { node, .. } => {
+                // Not the container's first process (tini): canal-instance itself, as seen from the host.
+                let found = node.process(NAMESPACE, pod, "canal-instance", "canal-instance");
+                match found {
+                    Ok(pid) => {
+                        let _ = Command::new("kill")
+                            .args([format!("-{signal}"), pid.to_string()])
+                            .status();
+                    }
+                    // A hung container may have been restarted by its liveness probe meanwhile.
+                    Err(e) if signal == "CONT" => eprintln!("nothing to continue: {e}"),
+                    Err(e) => panic!("cannot signal {pod}: {e}"),
+                }
+            }
             Cluster::Existing => {
                 // Not `kill 1`: the kernel drops SIGKILL and SIGSTOP sent to a namespace's init from inside it.
                 let command = format!("kill -{signal} $(pidof canal-instance)");
@@ -192,6 +290,10 @@ impl Cluster {
                 .running()
                 .iter()
                 .all(|p| !p.starts_with(&format!("{namespace}/"))),
+            Cluster::Node { node, .. } => {
+                let pods = node.crictl(&["pods", "--namespace", namespace, "-q"]);
+                pods.status.success() && String::from_utf8_lossy(&pods.stdout).trim().is_empty()
+            }
             Cluster::Existing => self
                 .kubectl_ok(&["get", "pods", "-n", namespace, "-o", "name"])
                 .trim()
@@ -206,15 +308,38 @@ impl Cluster {
                 .pod(NAMESPACE, pod)
                 .and_then(|p| std::fs::read_to_string(p.log).ok())
                 .unwrap_or_default(),
-            Cluster::Existing => String::from_utf8_lossy(&self.kubectl(&["logs", pod, "-n", NAMESPACE]).stdout).into(),
+            Cluster::Node { .. } | Cluster::Existing => {
+                String::from_utf8_lossy(&self.kubectl(&["logs", pod, "-n", NAMESPACE]).stdout).into()
+            }
         }
     }
 
     async fn stop(self) {
-        if let Cluster::Local { kubelet, .. } = self {
-            kubelet.stop().await;
+        match self {
+            Cluster::Local { kubelet, .. } => kubelet.stop().await,
+            Cluster::Node { node, .. } => node.stop(),
+            Cluster::Existing => {}
         }
     }
+}
+
+/// What `helm install` does: the chart's crds/ first, then the rendered templates, applied server-side; and the
+/// test's namespace.
+fn install_chart(control_plane: &ControlPlane, work: &Path) {
+    let rendered = work.join("chart.yaml");
+    let render = canal_e2e::render_chart("-", &rendered);
+    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
+    let crds = repo_root().join("charts/canal-operator/crds");
+    control_plane.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+    control_plane.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/canalinstances.canal.rs",
+        "--timeout=60s",
+    ]);
+    control_plane.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
+    control_plane.kubectl_ok(&["apply", "--server-side", "-f", rendered.to_str().unwrap()]);
+    control_plane.kubectl_ok(&["create", "namespace", NAMESPACE]);
 }
 
 /// `Some` as success; `None` as "not yet", with `reason` for the timeout message.
