@@ -128,7 +128,7 @@ cmd_host_state() {
     echo "bridges: $(ip -o link show type bridge 2>/dev/null | awk -F': ' '{print $2}' | sort | tr '\n' ' ')"
     echo "veths: $(ip -o link show type veth 2>/dev/null | wc -l)"
     echo "netns: $(ls /run/netns 2>/dev/null | grep -c '^cni-' || true)"
-    echo "cgroups: $(ls -d /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods 2>/dev/null | tr '\n' ' ')"
+    echo "cgroups: $(ls -d /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/k8s.io 2>/dev/null | tr '\n' ' ')"
     echo "nftables:"
     nft list ruleset 2>/dev/null | sed 's/^/  /' || echo "  (nft failed)"
     echo "iptables:"
@@ -327,6 +327,8 @@ main_start() {
 
     # What stop puts back; recorded before anything changes.
     cat /proc/sys/net/ipv4/ip_forward >"$dir/ip_forward.orig"
+    # containerd's own cgroup (named after its namespace) is removed at stop only if this node made it.
+    ls -d /sys/fs/cgroup/*/k8s.io >"$dir/cgroups.before" 2>/dev/null || true
     sub=$(pick_subnet)
     POD_CIDR="10.$sub.0/24"
     GATEWAY_IP="10.$sub.1"
@@ -441,6 +443,11 @@ cleanup() {
     for i in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
         remove_cgroup "$i"
     done
+    if [ -f "$dir/cgroups.before" ]; then
+        for i in /sys/fs/cgroup/*/k8s.io; do
+            grep -qx "$i" "$dir/cgroups.before" || remove_cgroup "$i"
+        done
+    fi
     if [ -f "$dir/ip_forward.orig" ]; then
         cat "$dir/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward || true
     fi

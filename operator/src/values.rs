@@ -33,6 +33,81 @@ pub struct Values {
     /// Affinity of the operator pods.
     #[serde(default)]
     pub affinity: Affinity,
+    /// Prometheus Operator and Grafana objects for the operator and every canal-instance pod; all off by default.
+    #[serde(default)]
+    pub monitoring: Monitoring,
+}
+
+/// Monitoring objects. Each needs its CRD or collector in the cluster (Prometheus Operator's PodMonitor and
+/// PrometheusRule, Grafana's dashboard sidecar), so each is off until enabled.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Monitoring {
+    /// PodMonitors (monitoring.coreos.com/v1) scraping the operator pods and the canal-instance pods.
+    pub pod_monitor: PodMonitor,
+    /// A PrometheusRule (monitoring.coreos.com/v1) with canal-rs's alerts (the chart's files/alerts.rules.yaml).
+    pub prometheus_rule: PrometheusRule,
+    /// A ConfigMap labelled `grafana_dashboard: "1"` holding the canal-rs Grafana dashboard.
+    pub grafana_dashboard: GrafanaDashboard,
+}
+
+/// Prometheus duration, as Prometheus Operator's CRDs accept it (`30s`, `1m30s`).
+const DURATION_PATTERN: &str =
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$";
+
+/// PodMonitors for the operator's pods (in the release namespace) and the canal-instance pods (port `metrics`,
+/// 11112 unless a CanalInstance sets `server.metricsPort`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodMonitor {
+    /// Create the PodMonitors.
+    pub enabled: bool,
+    /// Extra labels on the PodMonitors, for the Prometheus `podMonitorSelector` (such as `release: prometheus`).
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval.
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub interval: String,
+    /// Scrape timeout; empty: Prometheus's default.
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub scrape_timeout: String,
+    /// Namespaces whose canal-instance pods are scraped; empty: every namespace.
+    pub instance_namespaces: Vec<String>,
+}
+
+impl Default for PodMonitor {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            labels: BTreeMap::new(),
+            interval: "30s".into(),
+            scrape_timeout: String::new(),
+            instance_namespaces: Vec::new(),
+        }
+    }
+}
+
+/// The alerting rules, in the release namespace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusRule {
+    /// Create the PrometheusRule.
+    pub enabled: bool,
+    /// Extra labels on the PrometheusRule, for the Prometheus `ruleSelector` (such as `release: prometheus`).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The Grafana dashboard, for Grafana's sidecar that loads ConfigMaps labelled `grafana_dashboard`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrafanaDashboard {
+    /// Create the dashboard ConfigMap.
+    pub enabled: bool,
+    /// Extra labels on the ConfigMap (it always has `grafana_dashboard: "1"`).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations on the ConfigMap (such as the sidecar's `grafana_folder`).
+    pub annotations: BTreeMap<String, String>,
+    /// Namespace of the ConfigMap, where the Grafana sidecar looks; empty: the release namespace.
+    pub namespace: String,
 }
 
 /// A container image.

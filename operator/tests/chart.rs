@@ -10,7 +10,7 @@ fn chart_file(path: &str) -> String {
 
 #[test]
 fn values_files_match_the_typed_values() {
-    for file in ["values.yaml", "ci/test-values.yaml"] {
+    for file in ["values.yaml", "ci/test-values.yaml", "ci/monitoring-values.yaml"] {
         let text = chart_file(file);
         if file == "values.yaml" {
             serde_yaml::from_str::<Values>(&text).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -1,8 +1,7 @@
-//! Offline render of the Helm chart, with no helm binary: `e2e/python/render_chart.py` lints it strictly and renders
-//! it through the Helm v4 Go SDK bundled in the `helm-python-sdk` wheel (venv from `e2e/python/chart_venv.sh`).
-//! Every rendered document must deserialize into its k8s-openapi type with no unknown field, must mean what the
-//! operator needs (CLI args, env, probes, RBAC), and must pass `kubernetes-validate --strict`.
-
+//! Render of the Helm chart with the real helm (v4, built from Go modules by `e2e/tools/build.sh`): `helm lint
+//! --strict`, then `helm template` as release `canal-operator` in `canal-system`. Every rendered document must
+//! deserialize into its k8s-openapi type with no unknown field, must mean what the operator needs (CLI args, env,
+//! probes, RBAC), and must pass `kubernetes-validate --strict` (venv from `e2e/python/chart_venv.sh`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,16 +38,41 @@ fn out_dir() -> PathBuf {
     dir
 }
 
-/// Renders and returns the output file and its text, failing with the script's stderr.
+/// `helm lint --strict` and `helm template` with `values` (a file, merged over values.yaml as `helm -f` does);
+/// on success writes the manifests to `out` and returns them, else returns helm's output (and writes nothing).
+fn helm_render(values: Option<&Path>, out: &Path) -> Result<String, String> {
+    let _ = std::fs::remove_file(out);
+    let chart = chart_dir();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(canal_e2e::helm());
+        cmd.args(args)
+            .args(["--namespace", NAMESPACE, "--kube-version", KUBE_VERSIONS[0]]);
+        if let Some(values) = values {
+            cmd.arg("-f").arg(values);
+        }
+        let result = cmd.arg(&chart).output().expect("run helm");
+        let text = String::from_utf8_lossy(&result.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+        (result.status.success(), text, stderr)
+    };
+    let (ok, stdout, stderr) = run(&["lint", "--strict"]);
+    if !ok {
+        return Err(format!("helm lint --strict:\n{stdout}{stderr}"));
+    }
+    let (ok, manifests, stderr) = run(&["template", RELEASE]);
+    if !ok {
+        return Err(format!("helm template:\n{manifests}{stderr}"));
+    }
+    std::fs::write(out, &manifests).unwrap();
+    Ok(manifests)
+}
+
+/// Renders and returns the output file and its text, failing with helm's output.
 fn render(values: Option<&Path>, name: &str) -> (PathBuf, String) {
     let out = out_dir().join(format!("{name}.yaml"));
-    let values = values.map_or_else(|| "-".to_string(), |p| p.display().to_string());
     let started = Instant::now();
-    let result = canal_e2e::render_chart(&values, &out);
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "render_chart.py {values} failed:\n{stderr}");
-    eprintln!("rendered {name} in {:.1?}:\n{stderr}", started.elapsed());
-    let text = std::fs::read_to_string(&out).unwrap();
+    let text = helm_render(values, &out).unwrap_or_else(|e| panic!("{name}: {e}"));
+    eprintln!("rendered {name} in {:.1?}", started.elapsed());
     (out, text)
 }
 
@@ -478,9 +502,9 @@ fn values_schema_is_enforced() {
         let values = out_dir().join(format!("bad-{name}.yaml"));
         std::fs::write(&values, yaml).unwrap();
         let out = out_dir().join(format!("bad-{name}.out.yaml"));
-        let result = canal_e2e::render_chart(values.to_str().unwrap(), &out);
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        assert!(!result.status.success(), "{name}: {yaml:?} was accepted");
+        let Err(stderr) = helm_render(Some(&values), &out) else {
+            panic!("{name}: {yaml:?} was accepted")
+        };
         assert!(
             stderr.contains(SCHEMA_ERROR),
             "{name}: not rejected by the schema:\n{stderr}"
