@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps k8s build demo test e2e e2e-kind lint fmt bench crds
+.PHONY: all deps k8s tools build demo test e2e e2e-kind lint fmt bench crds images
 
 all: build
 
@@ -15,6 +15,11 @@ deps:
 ## (about 7 minutes the first time, then cached; see e2e/k8s/README.md)
 k8s:
 	bash e2e/k8s/build.sh >/dev/null
+
+## tools: build helm, promtool and prometheus from Go modules into target/tools (about 15 minutes the
+## first time, then cached; see e2e/tools/build.sh)
+tools:
+	bash e2e/tools/build.sh >/dev/null
 
 build:
 	$(CARGO) build --workspace
@@ -32,14 +37,20 @@ fmt:
 	$(CARGO) fmt --all
 
 ## test: lint, then every unit and integration test against real MariaDB/ZooKeeper/canal-python, and the end-to-end
-## test on a real API server (make e2e runs that one alone)
-test: deps k8s lint
+## test on a real API server and a real node with the images of make images (make e2e runs that one alone)
+test: deps k8s tools images lint
 	$(CARGO) test --workspace --all-features --no-fail-fast
 
 ## e2e: the operator, the chart and two canal-instance pods on a real kube-apiserver, driven with kubectl
-e2e: deps k8s
+e2e: deps k8s tools images
 	$(CARGO) build --workspace
 	$(CARGO) test -p canal-operator --test kubernetes_e2e -- --nocapture
+
+## images: canal-rs/canal-instance, canal-rs/canal-operator and canal-rs/pause as docker-archives in target/images/
+## (ctr -n k8s.io images import target/images/NAME.tar), built here without Docker or a registry (needs umoci,
+## skopeo and tini: make deps); see images/README.md
+images:
+	bash images/build.sh
 
 ## e2e-kind: the same scenarios in a kind cluster (needs Docker, kind, helm, kubectl): builds the images, loads them,
 ## installs the chart with helm and runs the test as a Job. ARGS=--keep keeps the cluster.

@@ -1,14 +1,24 @@
 # syntax=docker/dockerfile:1
-# canal-operator as one static binary on an empty base. Build context: the repository root.
+# canal-operator as one static (musl) binary on an empty base, for amd64 or arm64. Build context: the repository root.
 #   docker build -f images/canal-operator.Dockerfile -t canal-rs/canal-operator:0.1.0 .
 
 FROM rust:1.95-bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \
  && rm -rf /var/lib/apt/lists/*
-RUN rustup target add x86_64-unknown-linux-musl
+# The musl target of the platform being built: buildx sets TARGETARCH for each platform of a multi-platform build
+# (.github/workflows/release.yml builds arm64 under QEMU), a plain docker build sets it to the host's.
+ARG TARGETARCH
+RUN case "${TARGETARCH:-$(dpkg --print-architecture)}" in \
+        amd64) musl=x86_64-unknown-linux-musl ;; \
+        arm64) musl=aarch64-unknown-linux-musl ;; \
+        *) echo "no musl target for ${TARGETARCH}" >&2; exit 1 ;; \
+    esac \
+ && rustup target add "$musl" \
+ && echo "$musl" > /musl-target
 # ring, zstd-sys and psm compile C: pinned to musl-gcc so it never falls back to glibc's gcc and headers.
-ENV CC_x86_64_unknown_linux_musl=musl-gcc
+ENV CC_x86_64_unknown_linux_musl=musl-gcc \
+    CC_aarch64_unknown_linux_musl=musl-gcc
 # The workspace's release profile keeps line tables (debug = 1); the image does without them, and backtraces
 # still name functions.
 ENV CARGO_PROFILE_RELEASE_DEBUG=0
@@ -24,8 +34,9 @@ COPY bench/src/ bench/src/
 # The target dir is a cache mount, so the binary has to leave it within the same RUN.
 RUN --mount=type=cache,id=canal-rs-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=canal-rs-target,target=/src/target,sharing=locked \
-    cargo build --release --locked --target x86_64-unknown-linux-musl -p canal-operator --bin canal-operator \
- && install -D -m 0755 target/x86_64-unknown-linux-musl/release/canal-operator /out/canal-operator \
+    musl=$(cat /musl-target) \
+ && cargo build --release --locked --target "$musl" -p canal-operator --bin canal-operator \
+ && install -D -m 0755 "target/$musl/release/canal-operator" /out/canal-operator \
  && if readelf -lW /out/canal-operator | grep -q 'program interpreter'; then \
         echo "/out/canal-operator is dynamically linked, but scratch has no loader" >&2; exit 1; \
     fi

@@ -5,7 +5,9 @@
 #   e2e/services/install.sh            install what is missing
 #   e2e/services/install.sh --check    exit 0 if everything is installed, 1 otherwise
 #
-# Packages: mariadb-server mariadb-client zookeeper (zookeeper pulls in a JRE).
+# Packages: mariadb-server mariadb-client zookeeper (zookeeper pulls in a JRE), and the others named below
+# (umoci, skopeo and tini for make images; containerd, runc, the CNI plugins, nftables and iproute2 for the e2e's
+# real node; shellcheck for actionlint's checks of the release workflow).
 # Uses sudo only when not running as root.
 set -euo pipefail
 
@@ -53,6 +55,37 @@ if ! command -v curl >/dev/null 2>&1; then
 fi
 if ! command -v flock >/dev/null 2>&1; then
     missing+=(util-linux)
+fi
+# make images (images/build.sh) assembles the images without a Docker engine: umoci builds them, skopeo writes
+# them out as docker-archives, tini's static build is the images' init.
+if ! command -v umoci >/dev/null 2>&1; then
+    missing+=(umoci)
+fi
+if ! command -v skopeo >/dev/null 2>&1; then
+    missing+=(skopeo)
+fi
+if [ ! -x /usr/bin/tini-static ]; then
+    missing+=(tini)
+fi
+# The e2e's real node (e2e/k8s/node.sh): the container runtime, pod networking, and kube-proxy's nftables mode.
+if ! command -v containerd >/dev/null 2>&1 || ! command -v ctr >/dev/null 2>&1; then
+    missing+=(containerd)
+fi
+if ! command -v runc >/dev/null 2>&1; then
+    missing+=(runc)
+fi
+if [ ! -x /usr/lib/cni/bridge ] || [ ! -x /usr/lib/cni/host-local ] || [ ! -x /usr/lib/cni/loopback ]; then
+    missing+=(containernetworking-plugins)
+fi
+if ! command -v nft >/dev/null 2>&1; then
+    missing+=(nftables)
+fi
+if ! command -v ip >/dev/null 2>&1; then
+    missing+=(iproute2)
+fi
+# actionlint (operator/tests/release_workflow.rs) checks the workflow's shell steps with it when present.
+if ! command -v shellcheck >/dev/null 2>&1; then
+    missing+=(shellcheck)
 fi
 
 if [ ${#missing[@]} -eq 0 ]; then

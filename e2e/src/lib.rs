@@ -10,6 +10,7 @@
 pub mod control_plane;
 pub mod kubelet;
 pub mod node;
+pub mod prometheus;
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -510,7 +511,7 @@ pub fn python_with_canal() -> PathBuf {
     PYTHON.get_or_init(|| venv_python("venv.sh")).clone()
 }
 
-/// The Python interpreter of the chart venv (helm-python-sdk, kubernetes-validate), created on first use.
+/// The Python interpreter of the chart venv (kubernetes-validate), created on first use.
 pub fn python_with_chart_tools() -> PathBuf {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| venv_python("chart_venv.sh")).clone()
@@ -551,6 +552,12 @@ pub fn promtool() -> PathBuf {
     PROMTOOL.get_or_init(|| go_tool("promtool")).clone()
 }
 
+/// The Prometheus server (from the same module as promtool), built on first use.
+pub fn prometheus_binary() -> PathBuf {
+    static PROMETHEUS: OnceLock<PathBuf> = OnceLock::new();
+    PROMETHEUS.get_or_init(|| go_tool("prometheus")).clone()
+}
+
 /// Runs `e2e/tools/build.sh NAME` (instant when the binary is up to date; it prints its directory last) and returns
 /// the binary's path. The script locks, so test binaries that ask at the same time build it once.
 fn go_tool(name: &str) -> PathBuf {
@@ -576,19 +583,6 @@ fn go_tool(name: &str) -> PathBuf {
     let bin = Path::new(&dir).join(name);
     assert!(bin.is_file(), "{} did not build {}", script.display(), bin.display());
     bin
-}
-
-/// Lints and renders the Helm chart offline (`e2e/python/render_chart.py`) into `out`; `values` is a values file
-/// or `-` for the chart's defaults. The release is `canal-operator` in namespace `canal-system`.
-pub fn render_chart(values: &str, out: &Path) -> std::process::Output {
-    let _ = std::fs::remove_file(out);
-    Command::new(python_with_chart_tools())
-        .arg(repo_root().join("e2e/python/render_chart.py"))
-        .arg(repo_root().join("charts/canal-operator"))
-        .arg(values)
-        .arg(out)
-        .output()
-        .expect("run render_chart.py")
 }
 
 /// A TCP proxy the tests control: while cut, it forwards nothing in either direction (a silent partition, not a

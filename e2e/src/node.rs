@@ -47,14 +47,68 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// Whether the e2e should run on a real node here: yes unless `CANAL_E2E_NODE=process` asks for the process
+/// stand-in. Where a real node cannot run, the stand-in is used, except under `CI=true`, which must test the real
+/// one.
+pub fn wanted() -> bool {
+    if std::env::var("CANAL_E2E_NODE").as_deref() == Ok("process") {
+        return false;
+    }
+    match unavailable() {
+        None => true,
+        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true needs the real-node e2e, but a node cannot run here: {why}")
+        }
+        Some(why) => {
+            eprintln!("no real node here ({why}): pods run under the process stand-in");
+            false
+        }
+    }
+}
+
+/// The sandbox image `make images` builds.
+pub const PAUSE_IMAGE: &str = concat!("canal-rs/pause:", env!("CARGO_PKG_VERSION"));
+
+/// `make images`: the images' docker-archive tarballs (canal-instance, canal-operator, pause), built unless up to
+/// date.
+pub fn built_images() -> Vec<PathBuf> {
+    let script = crate::repo_root().join("images/build.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run images/build.sh");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("images/build.sh prints its output dir")
+            .trim(),
+    );
+    let mut tars: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
+        .collect();
+    tars.sort();
+    tars
+}
+
 impl RealNode {
-    /// Starts the node, imports `images` (docker-archive tarballs) into its containerd with `pause_image` as the
-    /// sandbox image, and points the `kubernetes` Service at the API server through the bridge.
-    pub async fn start(control_plane: &ControlPlane, pause_image: &str, images: &[PathBuf]) -> Self {
+    /// Starts the node, imports `images` (docker-archive tarballs, one of them [`PAUSE_IMAGE`], the sandbox image)
+    /// into its containerd, and points the `kubernetes` Service at the API server through the bridge.
+    pub async fn start(control_plane: &ControlPlane, images: &[PathBuf]) -> Self {
         let dir = fresh_dir("canal-node-");
         let mut extra: Vec<&str> = vec![control_plane.dir().to_str().expect("utf-8 path")];
         extra.extend(images.iter().map(|p| p.to_str().expect("utf-8 path")));
-        let env = start_service_with(SCRIPT, "start", &["--pause-image", pause_image], &dir, &extra);
+        let env = start_service_with(SCRIPT, "start", &["--pause-image", PAUSE_IMAGE], &dir, &extra);
         let gateway = env["NODE_GATEWAY_IP"].clone();
         let api = control_plane.api_url();
         let api_address = api.trim_start_matches("https://").to_string();
@@ -75,7 +129,8 @@ impl RealNode {
             "endpoints": [{"addresses": [gateway], "conditions": {"ready": true}}],
             "ports": [{"name": "https", "port": port.parse::<i32>().expect("port"), "protocol": "TCP"}]
         });
-        control_plane.kubectl_with_input(&["apply", "-f", "-"], &slice.to_string());
+        let applied = control_plane.kubectl_with_input(&["apply", "-f", "-"], &slice.to_string());
+        crate::control_plane::kubectl_stdout(&["apply", "-f", "-"], applied);
         Self {
             dir,
             env,

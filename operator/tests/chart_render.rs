@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use canal_operator::values::Values;
 use k8s_openapi::Resource;
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount, Toleration};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
@@ -94,6 +95,8 @@ struct Manifests {
     cluster_role: ClusterRole,
     binding: ClusterRoleBinding,
     service: Service,
+    instance_policy: ValidatingAdmissionPolicy,
+    instance_policy_binding: ValidatingAdmissionPolicyBinding,
 }
 
 fn once<T>(slot: &mut Option<T>, value: T, kind: &str) {
@@ -103,6 +106,7 @@ fn once<T>(slot: &mut Option<T>, value: T, kind: &str) {
 fn parse(text: &str) -> Result<Manifests, String> {
     let (mut deployment, mut service_account, mut cluster_role, mut binding, mut service) =
         (None, None, None, None, None);
+    let (mut instance_policy, mut instance_policy_binding) = (None, None);
     for doc in serde_yaml::Deserializer::from_str(text) {
         let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("invalid YAML: {e}"))?;
         if value.is_null() {
@@ -117,6 +121,10 @@ fn parse(text: &str) -> Result<Manifests, String> {
             ClusterRole::KIND => once(&mut cluster_role, strict(value).map_err(context)?, &kind),
             ClusterRoleBinding::KIND => once(&mut binding, strict(value).map_err(context)?, &kind),
             Service::KIND => once(&mut service, strict(value).map_err(context)?, &kind),
+            ValidatingAdmissionPolicy::KIND => once(&mut instance_policy, strict(value).map_err(context)?, &kind),
+            ValidatingAdmissionPolicyBinding::KIND => {
+                once(&mut instance_policy_binding, strict(value).map_err(context)?, &kind)
+            }
             other => return Err(format!("unexpected kind {other:?} ({name})")),
         }
     }
@@ -126,7 +134,37 @@ fn parse(text: &str) -> Result<Manifests, String> {
         cluster_role: cluster_role.ok_or("no ClusterRole")?,
         binding: binding.ok_or("no ClusterRoleBinding")?,
         service: service.ok_or("no Service")?,
+        instance_policy: instance_policy.ok_or("no ValidatingAdmissionPolicy")?,
+        instance_policy_binding: instance_policy_binding.ok_or("no ValidatingAdmissionPolicyBinding")?,
     })
+}
+
+/// The policy that keeps an instance pod's token to its own pod: it denies, and it is bound to itself. What it
+/// allows and refuses is tried on a real API server in `kubernetes_e2e.rs`.
+fn check_instance_policy(m: &Manifests) {
+    let name = m.instance_policy.metadata.name.clone().unwrap();
+    let binding = &m.instance_policy_binding.spec;
+    assert_eq!(binding.policy_name, name);
+    assert_eq!(binding.validation_actions, vec!["Deny".to_string()]);
+    let spec = m.instance_policy.spec.as_ref().unwrap();
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    let selector = spec
+        .match_constraints
+        .as_ref()
+        .unwrap()
+        .object_selector
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        selector
+            .match_labels
+            .as_ref()
+            .unwrap()
+            .get("app.kubernetes.io/name")
+            .map(String::as_str),
+        Some("canal-instance"),
+        "the policy selects the pods the operator builds"
+    );
 }
 
 /// values.yaml with `overrides` merged over it (top-level keys, as the CI values use), typed.
@@ -436,10 +474,11 @@ fn render_and_check(values_file: Option<&Path>, name: &str) -> (Manifests, Strin
     check_args_parse(&m);
     check_cluster_role(&m);
     check_binding_and_service(&m, &values);
+    check_instance_policy(&m);
     let report = kubernetes_validate(&out).unwrap_or_else(|r| panic!("kubernetes-validate {}:\n{r}", out.display()));
     assert_eq!(
         passed(&report),
-        5 * KUBE_VERSIONS.len(),
+        7 * KUBE_VERSIONS.len(),
         "every document validated:\n{report}"
     );
     eprintln!("{name}: render + checks in {:.1?}", started.elapsed());

@@ -147,12 +147,14 @@ fn values_with(file: &Path) -> Values {
     serde_yaml::from_value(base).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
-const OPERATOR_OBJECTS: [&str; 5] = [
+const OPERATOR_OBJECTS: [&str; 7] = [
     "ClusterRole/canal-operator",
     "ClusterRoleBinding/canal-operator",
     "Deployment/canal-operator",
     "Service/canal-operator-metrics",
     "ServiceAccount/canal-operator",
+    "ValidatingAdmissionPolicy/canal-operator-instance-own-pod",
+    "ValidatingAdmissionPolicyBinding/canal-operator-instance-own-pod",
 ];
 
 #[test]

@@ -2,6 +2,11 @@
 //! run, which the machines running `make test` do not have. What they must agree on with the rest of the
 //! repository is checked here as text instead, so that a renamed binary, a changed default port, a new workspace
 //! member or a new environment variable of the end-to-end test breaks this test rather than the next kind run.
+//!
+//! `make images` (`images/build.sh`) builds the same images here without a Docker engine; the `local_*` tests run
+//! it (a minute or more when the release binaries are not built yet) and compare the images it writes, as
+//! `ctr images import` reads them, with the Dockerfiles. The release workflow (`.github/workflows/release.yml`)
+//! is checked against the Dockerfiles too; `release_workflow.rs` lints it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -335,6 +340,66 @@ fn literal_args(text: &str, call: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Docker's names of the architectures the images are built for, and the musl target of each.
+const MUSL_BY_ARCH: [(&str, &str); 2] = [("amd64", MUSL), ("arm64", "aarch64-unknown-linux-musl")];
+
+/// The musl target the builder compiles for on each TARGETARCH. A literal `--target TRIPLE` serves that triple's
+/// architecture only; `--target "$VAR"` reads VAR from the file that an earlier RUN wrote from a `case` over
+/// TARGETARCH (`amd64) VAR=TRIPLE ;;`), after `rustup target add "$VAR"`.
+fn musl_targets(dockerfile: &Dockerfile, build: &Build) -> BTreeMap<String, String> {
+    let path = &dockerfile.path;
+    let builder = dockerfile.stage("builder");
+    let target = build.option("--target").trim_matches('"');
+    let Some(var) = target.strip_prefix('$') else {
+        let arch = MUSL_BY_ARCH
+            .iter()
+            .find(|(_, triple)| *triple == target)
+            .unwrap_or_else(|| panic!("{path}: --target {target} is not a musl target of an image platform"))
+            .0;
+        assert!(
+            builder
+                .all("RUN")
+                .any(|r| r.contains(&format!("rustup target add {target}"))),
+            "{path}: the builder never adds the {target} target"
+        );
+        return BTreeMap::from([(arch.to_string(), target.to_string())]);
+    };
+    assert!(
+        builder.all("ARG").any(|a| a == "TARGETARCH"),
+        "{path}: --target {target} without ARG TARGETARCH"
+    );
+    let cargo_run = builder
+        .all("RUN")
+        .find(|r| r.contains("cargo build"))
+        .expect("a cargo build RUN");
+    let read = format!("{var}=$(cat ");
+    let file = cargo_run
+        .find(&read)
+        .map(|i| &cargo_run[i + read.len()..])
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("{path}: the cargo RUN does not set {var} from a file"));
+    let case = builder
+        .all("RUN")
+        .find(|r| r.contains("case ") && r.contains("TARGETARCH") && r.contains(&format!("> {file}")))
+        .unwrap_or_else(|| panic!("{path}: no RUN writes {file} from a case over TARGETARCH"));
+    assert!(
+        case.contains(&format!("rustup target add \"${var}\"")),
+        "{path}: the RUN that picks ${var} does not add it with rustup"
+    );
+    let arm = format!(") {var}=");
+    let targets: BTreeMap<String, String> = case
+        .split(";;")
+        .filter_map(|piece| {
+            let (pattern, body) = piece.split_once(&arm)?;
+            let arch = pattern.split_whitespace().last()?;
+            let triple = body.split_whitespace().next()?;
+            Some((arch.to_string(), triple.to_string()))
+        })
+        .collect();
+    assert!(!targets.is_empty(), "{path}: the case over TARGETARCH sets no {var}");
+    targets
+}
+
 /// The workspace's images: Dockerfile, the package and the kind and name of the target it builds.
 const IMAGES: [(&str, &str, &str, &str); 3] = [
     ("canal-instance.Dockerfile", "canal-instance", "bin", "canal-instance"),
@@ -367,14 +432,22 @@ fn each_image_builds_a_workspace_target_statically_and_runs_it() {
             );
         }
         // Only a musl build is static, and scratch has no dynamic loader.
-        assert_eq!(build.option("--target"), MUSL, "{path}: --target");
-        let builder = dockerfile.stage("builder");
+        let musl = musl_targets(&dockerfile, &build);
         assert!(
-            builder
-                .all("RUN")
-                .any(|r| r.contains(&format!("rustup target add {MUSL}"))),
-            "{path}: the builder never adds the {MUSL} target"
+            musl.get("amd64").map(String::as_str) == Some(MUSL),
+            "{path}: builds {musl:?}, not {MUSL} on amd64"
         );
+        let builder = dockerfile.stage("builder");
+        let env: BTreeSet<String> = builder.all("ENV").flat_map(words).collect();
+        for (arch, triple) in &musl {
+            assert!(
+                MUSL_BY_ARCH.contains(&(arch.as_str(), triple.as_str())),
+                "{path}: builds {triple} for {arch}"
+            );
+            // ring, zstd-sys and psm compile C for the target with the cc crate, which reads CC_<target>.
+            let cc = format!("CC_{}=musl-gcc", triple.replace('-', "_"));
+            assert!(env.contains(&cc), "{path}: the builder does not set {cc}");
+        }
         assert!(
             builder.all("RUN").any(|r| r.contains("musl-tools")),
             "{path}: the C parts of the dependencies need musl-gcc (musl-tools)"
@@ -396,7 +469,7 @@ fn each_image_builds_a_workspace_target_statically_and_runs_it() {
         if kind == "bin" {
             assert_eq!(
                 build.installed_from,
-                format!("target/{MUSL}/release/{target}"),
+                format!("target/{}/release/{target}", build.option("--target").trim_matches('"')),
                 "{path}: installs something other than the binary cargo built"
             );
         } else {
@@ -881,4 +954,619 @@ fn files_under(path: &Path) -> Vec<PathBuf> {
         .map(|entry| entry.expect("directory entry").path())
         .flat_map(|p| files_under(&p))
         .collect()
+}
+
+/// The images of Dockerfiles whose final stage is empty: the server images, which users run and the release
+/// publishes. (The e2e runner is a test harness.)
+fn server_images() -> Vec<(&'static str, &'static str, &'static str)> {
+    IMAGES
+        .iter()
+        .filter(|(file, _, kind, _)| *kind == "bin" && Dockerfile::load(file).last().base == "scratch")
+        .map(|(file, package, _, target)| (file.trim_end_matches(".Dockerfile"), *package, *target))
+        .collect()
+}
+
+/// A step's `with` input, with each `${{ env.NAME }}` replaced by the workflow's env.NAME.
+fn workflow_input(workflow: &Yaml, step: &Yaml, key: &str) -> String {
+    let mut value = step["with"][key]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| step["with"][key].as_bool().map(|b| b.to_string()))
+        .unwrap_or_else(|| {
+            panic!(
+                "release.yml: {} has no with.{key}",
+                step["uses"].as_str().unwrap_or("?")
+            )
+        });
+    while let Some(start) = value.find("${{ env.") {
+        let end = start + value[start..].find("}}").expect("an expression ends with }}") + 2;
+        let name = value[start + "${{ env.".len()..end - 2].trim();
+        let env = workflow["env"][name]
+            .as_str()
+            .unwrap_or_else(|| panic!("release.yml: no env.{name}"));
+        value.replace_range(start..end, env);
+    }
+    value
+}
+
+fn workflow_step<'a>(workflow: &'a Yaml, job: &str, uses: &str) -> &'a Yaml {
+    workflow["jobs"][job]["steps"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("release.yml: job {job} has no steps"))
+        .iter()
+        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with(&format!("{uses}@"))))
+        .unwrap_or_else(|| panic!("release.yml: job {job} does not use {uses}"))
+}
+
+#[test]
+fn release_workflow_publishes_the_server_images_for_platforms_they_build_for() {
+    let workflow: Yaml = serde_yaml::from_str(&read(".github/workflows/release.yml")).expect("release.yml");
+    let tags: Vec<&str> = workflow["on"]["push"]["tags"]
+        .as_sequence()
+        .expect("release.yml runs on tag pushes")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(tags, ["v*"], "release.yml: on.push.tags");
+
+    let matrix: BTreeSet<&str> = workflow["jobs"]["images"]["strategy"]["matrix"]["image"]
+        .as_sequence()
+        .expect("the images job has a matrix of images")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let servers = server_images();
+    let expected: BTreeSet<&str> = servers.iter().map(|(name, _, _)| *name).collect();
+    assert_eq!(matrix, expected, "release.yml publishes these images");
+
+    let build = workflow_step(&workflow, "images", "docker/build-push-action");
+    assert_eq!(
+        workflow_input(&workflow, build, "file"),
+        "images/${{ matrix.image }}.Dockerfile",
+        "release.yml: build-push-action file"
+    );
+    // The Dockerfiles COPY paths relative to the repository root.
+    assert_eq!(workflow_input(&workflow, build, "context"), ".", "release.yml: context");
+    assert_eq!(workflow_input(&workflow, build, "push"), "true", "release.yml: push");
+    let image_tags = workflow_input(&workflow, build, "tags");
+    assert!(
+        image_tags.starts_with("ghcr.io/") && image_tags.contains("/${{ matrix.image }}:"),
+        "release.yml: tags {image_tags}"
+    );
+
+    // Every platform has a musl target in every Dockerfile, and QEMU for those that are not the runner's.
+    let platforms = workflow_input(&workflow, build, "platforms");
+    let qemu = workflow_input(
+        &workflow,
+        workflow_step(&workflow, "images", "docker/setup-qemu-action"),
+        "platforms",
+    );
+    workflow_step(&workflow, "images", "docker/setup-buildx-action");
+    let login = workflow_step(&workflow, "images", "docker/login-action");
+    assert_eq!(
+        workflow_input(&workflow, login, "registry"),
+        "ghcr.io",
+        "release.yml: login registry"
+    );
+    let arches: Vec<&str> = platforms
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .strip_prefix("linux/")
+                .unwrap_or_else(|| panic!("release.yml: platform {p} is not linux"))
+        })
+        .collect();
+    assert!(
+        arches.contains(&"amd64") && arches.contains(&"arm64"),
+        "release.yml: platforms {platforms}"
+    );
+    for arch in &arches {
+        assert!(
+            *arch == "amd64" || qemu.split(',').any(|q| q.trim() == *arch),
+            "release.yml: {arch} is built without QEMU for it ({qemu})"
+        );
+    }
+    let args = workflow_input(&workflow, build, "build-args");
+    let labels = workflow_input(&workflow, build, "labels");
+    for (name, _, _) in &servers {
+        let dockerfile = Dockerfile::load(&format!("{name}.Dockerfile"));
+        let musl = musl_targets(&dockerfile, &dockerfile.build());
+        for arch in &arches {
+            assert!(
+                musl.contains_key(*arch),
+                "{}: no musl target for {arch}, which release.yml builds",
+                dockerfile.path
+            );
+        }
+        // Each build argument of the final stage is given, and the labels add up to the full OCI set.
+        for arg in dockerfile.last().all("ARG") {
+            let arg = arg.split('=').next().unwrap();
+            assert!(
+                args.lines().any(|l| l.trim().starts_with(&format!("{arg}="))),
+                "release.yml: build-args lack {arg} of {}",
+                dockerfile.path
+            );
+        }
+        let mut keys: BTreeSet<String> = dockerfile.last().labels().into_keys().collect();
+        keys.extend(
+            labels
+                .lines()
+                .filter_map(|l| l.trim().split_once('='))
+                .map(|(k, _)| k.to_string()),
+        );
+        for key in OCI_LABELS {
+            let key = format!("org.opencontainers.image.{key}");
+            assert!(
+                keys.contains(&key),
+                "{}: neither it nor release.yml sets {key}",
+                dockerfile.path
+            );
+        }
+    }
+
+    // The chart: packaged from charts/, pushed as an OCI artifact, pointed at the published operator image.
+    let chart_steps: String = workflow["jobs"]["chart"]["steps"]
+        .as_sequence()
+        .expect("release.yml has a chart job")
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for command in ["helm package charts/canal-operator", "helm push ", "oci://"] {
+        assert!(
+            chart_steps.contains(command),
+            "release.yml: the chart job does not run {command}"
+        );
+    }
+    let values: Values = serde_yaml::from_str(&read("charts/canal-operator/values.yaml")).expect("values.yaml");
+    assert!(
+        chart_steps.contains(&format!("repository: {}$", values.image.repository)),
+        "release.yml: the chart job does not replace image.repository {} of values.yaml",
+        values.image.repository
+    );
+}
+
+/// The labels every image carries (org.opencontainers.image.*).
+const OCI_LABELS: [&str; 6] = ["source", "version", "revision", "title", "description", "licenses"];
+
+/// The output directory of `images/build.sh` (`make images`), run once per test binary: it builds the release
+/// binaries and assembles the images, or finds them up to date.
+fn local_images() -> &'static Path {
+    static OUT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    OUT.get_or_init(|| {
+        let output = Command::new("bash")
+            .arg(repo_root().join("images/build.sh"))
+            .current_dir(repo_root())
+            .env("CARGO", env!("CARGO"))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("run bash images/build.sh");
+        assert!(output.status.success(), "images/build.sh failed (its output is above)");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let out = stdout
+            .lines()
+            .last()
+            .expect("images/build.sh prints its output directory");
+        PathBuf::from(out)
+    })
+}
+
+/// A docker-archive as `ctr images import` reads it, unpacked: its tags, its config and its layers applied in
+/// order to `rootfs`.
+struct ArchiveImage {
+    repo_tags: Vec<String>,
+    config: Json,
+    rootfs: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl ArchiveImage {
+    fn load(tar: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let archive = dir.path().join("archive");
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(&archive).unwrap();
+        std::fs::create_dir_all(&rootfs).unwrap();
+        run(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(&archive));
+        let manifest: Json =
+            serde_json::from_slice(&std::fs::read(archive.join("manifest.json")).expect("manifest.json"))
+                .expect("manifest.json is JSON");
+        let manifest = manifest
+            .as_array()
+            .filter(|m| m.len() == 1)
+            .map(|m| &m[0])
+            .unwrap_or_else(|| panic!("{}: not exactly one image", tar.display()));
+        let config_file = manifest["Config"].as_str().expect("manifest names the config");
+        let config: Json =
+            serde_json::from_slice(&std::fs::read(archive.join(config_file)).expect("config")).expect("config JSON");
+        for layer in manifest["Layers"].as_array().expect("layers") {
+            // GNU tar recognises a compressed layer by itself.
+            let layer = archive.join(layer.as_str().unwrap());
+            run(Command::new("tar")
+                .arg("-xf")
+                .arg(&layer)
+                .arg("-C")
+                .arg(&rootfs)
+                .arg("--no-same-owner"));
+        }
+        let repo_tags = manifest["RepoTags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
+        ArchiveImage {
+            repo_tags,
+            config,
+            rootfs,
+            _dir: dir,
+        }
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.config["config"]["Labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect()
+    }
+
+    fn entrypoint(&self) -> Vec<String> {
+        serde_json::from_value(self.config["config"]["Entrypoint"].clone()).expect("an Entrypoint")
+    }
+
+    fn user(&self) -> String {
+        self.config["config"]["User"].as_str().unwrap_or_default().to_string()
+    }
+
+    fn exposed_ports(&self) -> BTreeSet<String> {
+        self.config["config"]["ExposedPorts"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// An absolute path of the image, with symlinks followed inside the image.
+    fn resolve(&self, path: &str) -> PathBuf {
+        let mut path = self.rootfs.join(path.trim_start_matches('/'));
+        for _ in 0..16 {
+            let Ok(link) = std::fs::read_link(&path) else {
+                return path;
+            };
+            path = if link.is_absolute() {
+                self.rootfs.join(link.strip_prefix("/").unwrap())
+            } else {
+                path.parent().unwrap().join(link)
+            };
+        }
+        panic!("{path:?}: too many symlinks");
+    }
+
+    fn files(&self) -> Vec<String> {
+        files_under(&self.rootfs)
+            .into_iter()
+            .map(|f| f.strip_prefix(&self.rootfs).unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+/// `readelf` output for an ELF file.
+fn readelf(flag: &str, file: &Path) -> String {
+    run(Command::new("readelf").arg(flag).arg("-W").arg(file))
+}
+
+fn interpreter(file: &Path) -> Option<String> {
+    let program_headers = readelf("-l", file);
+    let start = program_headers.find("[Requesting program interpreter: ")? + "[Requesting program interpreter: ".len();
+    let rest = &program_headers[start..];
+    Some(rest[..rest.find(']').unwrap()].to_string())
+}
+
+/// An image reference as containerd (and the kubelet) spell it: `canal-rs/x:1` is `docker.io/canal-rs/x:1`.
+fn docker_reference(reference: &str) -> String {
+    let first = reference.split('/').next().unwrap();
+    if reference.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") {
+        reference.to_string()
+    } else if reference.contains('/') {
+        format!("docker.io/{reference}")
+    } else {
+        format!("docker.io/library/{reference}")
+    }
+}
+
+fn host_docker_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The binary and the init of an image can start: the loader and every library they need are in the image.
+fn assert_runnable(image: &ArchiveImage, name: &str, file: &str) {
+    let path = image.resolve(file);
+    assert!(path.is_file(), "{name}: {file} is not in the image");
+    let Some(loader) = interpreter(&path) else {
+        return; // static
+    };
+    assert!(
+        image.resolve(&loader).is_file(),
+        "{name}: {file} needs {loader}, which is not in the image"
+    );
+    let mut queue = vec![path];
+    let mut seen = BTreeSet::new();
+    while let Some(elf) = queue.pop() {
+        let dynamic = readelf("-d", &elf);
+        for line in dynamic.lines().filter(|l| l.contains("(NEEDED)")) {
+            let lib = &line[line.find('[').unwrap() + 1..line.rfind(']').unwrap()];
+            if !seen.insert(lib.to_string()) {
+                continue;
+            }
+            let found = ["lib", "usr/lib"]
+                .iter()
+                .flat_map(|dir| {
+                    let base = image.rootfs.join(dir);
+                    let multiarch: Vec<PathBuf> = std::fs::read_dir(&base)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .filter(|e| e.file_name().to_string_lossy().ends_with("-linux-gnu"))
+                        .map(|e| e.path().join(lib))
+                        .collect();
+                    multiarch.into_iter().chain([base.join(lib)])
+                })
+                .find(|p| p.exists())
+                .unwrap_or_else(|| panic!("{name}: {file} needs {lib}, which is not in the image's library dirs"));
+            let relative = found
+                .strip_prefix(&image.rootfs)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            queue.push(image.resolve(&relative));
+        }
+    }
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let output = Command::new("git").args(args).current_dir(repo_root()).output().ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+#[test]
+fn build_sh_builds_what_the_dockerfiles_build() {
+    let script = read("images/build.sh");
+    // The same cargo build as the Dockerfiles, on the host's glibc.
+    for (name, package, target) in server_images() {
+        for part in [
+            format!("-p {package} --bin {target}"),
+            "--release".into(),
+            "--locked".into(),
+        ] {
+            assert!(
+                script.contains(&part),
+                "images/build.sh does not build {name} with {part}"
+            );
+        }
+        assert!(
+            script.contains(&format!("build_image {name} ")),
+            "images/build.sh builds no {name} image"
+        );
+    }
+    // What `make images` runs.
+    let makefile = read("Makefile");
+    let recipe = makefile
+        .split("\nimages:")
+        .nth(1)
+        .expect("the Makefile has an images target");
+    assert!(
+        recipe.lines().take(3).any(|l| l.contains("images/build.sh")),
+        "make images does not run images/build.sh"
+    );
+}
+
+#[test]
+fn local_images_match_the_dockerfiles() {
+    let out = local_images();
+    let tags = run_sh_images();
+    let metadata = metadata();
+    let version = package(&metadata, "canal-operator")["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let license = package(&metadata, "canal-operator")["license"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revision = git(&["rev-parse", "HEAD"]);
+    let source = git(&["remote", "get-url", "origin"]);
+    let is_root = run(Command::new("id").arg("-u")).trim() == "0";
+
+    for (name, _, target) in server_images() {
+        let file = format!("{name}.Dockerfile");
+        let dockerfile = Dockerfile::load(&file);
+        let last = dockerfile.last();
+        let tar = out.join(format!("{name}.tar"));
+        let image = ArchiveImage::load(&tar);
+
+        // The name and tag the chart, the example and run.sh use, as containerd names them.
+        assert_eq!(
+            image.repo_tags,
+            [docker_reference(&tags[&file])],
+            "{}: tags",
+            tar.display()
+        );
+        assert_eq!(image.config["os"], "linux", "{name}: os");
+        assert_eq!(image.config["architecture"], host_docker_arch(), "{name}: architecture");
+        assert_eq!(image.entrypoint(), last.entrypoint(), "{name}: entrypoint");
+        let (uid, gid) = last.user();
+        assert_eq!(image.user(), format!("{uid}:{gid}"), "{name}: user");
+        assert_ne!(uid, 0, "{name} runs as root");
+        let exposed: BTreeSet<String> = last
+            .all("EXPOSE")
+            .flat_map(str::split_whitespace)
+            .map(|p| {
+                if p.contains('/') {
+                    p.to_string()
+                } else {
+                    format!("{p}/tcp")
+                }
+            })
+            .collect();
+        assert_eq!(image.exposed_ports(), exposed, "{name}: exposed ports");
+
+        let labels = image.labels();
+        for key in OCI_LABELS {
+            assert!(
+                labels.contains_key(&format!("org.opencontainers.image.{key}")),
+                "{name}: no org.opencontainers.image.{key} label"
+            );
+        }
+        for (key, value) in last.labels() {
+            if !value.contains("${") {
+                assert_eq!(
+                    labels.get(&key),
+                    Some(&value),
+                    "{name}: label {key} differs from {file}"
+                );
+            }
+        }
+        assert_eq!(labels["org.opencontainers.image.title"], target, "{name}: title");
+        assert_eq!(
+            labels["org.opencontainers.image.version"], version,
+            "{name}: version label"
+        );
+        assert_eq!(
+            labels["org.opencontainers.image.licenses"], license,
+            "{name}: licenses label"
+        );
+        match &revision {
+            Some(revision) => assert!(
+                labels["org.opencontainers.image.revision"].starts_with(revision.as_str()),
+                "{name}: revision label {} is not HEAD {revision}",
+                labels["org.opencontainers.image.revision"]
+            ),
+            None => assert_eq!(labels["org.opencontainers.image.revision"], "", "{name}: revision"),
+        }
+        assert_eq!(
+            labels["org.opencontainers.image.source"].is_empty(),
+            source.is_none(),
+            "{name}: source label {:?} with git remote {source:?}",
+            labels["org.opencontainers.image.source"]
+        );
+
+        // Everything the Dockerfile copies into its image, at the same paths.
+        for copy in last.copies() {
+            assert!(
+                image.resolve(&copy.dest).is_file(),
+                "{name}: {} (copied by {file}) is not in the image",
+                copy.dest
+            );
+        }
+        // No shell or other general-purpose tool: the image runs its entrypoint and nothing else.
+        let files = image.files();
+        for file in &files {
+            let base = file.rsplit('/').next().unwrap();
+            assert!(
+                !["sh", "bash", "dash", "busybox", "env", "apt", "dpkg"].contains(&base),
+                "{name}: the image has {file}"
+            );
+        }
+        assert!(!image.rootfs.join("bin/sh").exists(), "{name}: the image has /bin/sh");
+        // The user exists, for tools and libraries that look it up.
+        let passwd = std::fs::read_to_string(image.rootfs.join("etc/passwd")).expect("/etc/passwd");
+        assert!(
+            passwd.lines().any(|l| l.split(':').nth(2) == Some(&uid.to_string())),
+            "{name}: no user {uid} in /etc/passwd"
+        );
+        let group = std::fs::read_to_string(image.rootfs.join("etc/group")).expect("/etc/group");
+        assert!(
+            group.lines().any(|l| l.split(':').nth(2) == Some(&gid.to_string())),
+            "{name}: no group {gid} in /etc/group"
+        );
+        for file in image.entrypoint().iter().filter(|a| a.starts_with('/')) {
+            assert_runnable(&image, name, file);
+        }
+        let binary = image.resolve(&format!("/usr/local/bin/{target}"));
+        assert!(
+            !readelf("-S", &binary).contains(".debug_info"),
+            "{name}: the binary keeps its debug info (the Dockerfiles build with CARGO_PROFILE_RELEASE_DEBUG=0)"
+        );
+        // As the image would start it, where a chroot is allowed.
+        if is_root {
+            let mut command = Command::new("chroot");
+            command
+                .arg(format!("--userspec={uid}:{gid}"))
+                .arg(&image.rootfs)
+                .args(image.entrypoint())
+                .arg("--help");
+            let help = run(&mut command);
+            assert!(help.contains("Usage"), "{name} --help printed {help}");
+        } else {
+            eprintln!("{name}: not root, so the entrypoint is not started in a chroot");
+        }
+    }
+}
+
+#[test]
+fn local_pause_image_is_one_static_program_that_stops_on_sigterm() {
+    let out = local_images();
+    let version = package(&metadata(), "canal-operator")["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let image = ArchiveImage::load(&out.join("pause.tar"));
+    assert_eq!(
+        image.repo_tags,
+        [docker_reference(&format!("canal-rs/pause:{version}"))],
+        "pause: tags"
+    );
+    assert_eq!(image.entrypoint(), ["/pause"], "pause: entrypoint");
+    assert_eq!(image.config["os"], "linux", "pause: os");
+    assert_eq!(image.config["architecture"], host_docker_arch(), "pause: architecture");
+    let user = image.user();
+    let uid = user.split(':').next().unwrap();
+    assert!(
+        uid.parse::<u32>().is_ok_and(|uid| uid != 0),
+        "pause: user {user:?} is not a numeric non-root user"
+    );
+    let labels = image.labels();
+    for key in OCI_LABELS {
+        assert!(
+            labels.contains_key(&format!("org.opencontainers.image.{key}")),
+            "pause: no org.opencontainers.image.{key} label"
+        );
+    }
+    assert_eq!(image.files(), ["pause"], "pause: the image holds only the program");
+    let pause = image.rootfs.join("pause");
+    assert_eq!(interpreter(&pause), None, "pause is not static");
+
+    let mut child = Command::new(&pause).spawn().expect("start pause");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "pause exited by itself");
+    run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "pause did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "pause exited with {status} on SIGTERM");
 }

@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use canal_e2e::control_plane::{ControlPlane, kubectl_stdout, run_kubectl};
 use canal_e2e::kubelet::{KubeletConfig, ProcessKubelet};
 use canal_e2e::node::RealNode;
+use canal_e2e::prometheus::Prometheus;
 use canal_e2e::{MariaDb, TcpProxy, ZooKeeper, repo_root};
 use canal_instance::client::{ClusterClient, GetWait};
 use canal_instance::protocol::EntryType;
@@ -44,6 +45,8 @@ enum Cluster {
     Local {
         control_plane: ControlPlane,
         kubelet: ProcessKubelet,
+        /// Helm's home and the stand-in's pod directories.
+        work: PathBuf,
         // Kept for their lifetime: dropping them stops the services.
         _zookeeper: ZooKeeper,
     },
@@ -51,62 +54,14 @@ enum Cluster {
         // Fields drop in order: the node before the control plane it is joined to.
         node: RealNode,
         control_plane: ControlPlane,
+        /// Helm's home.
+        work: PathBuf,
         // The pods' way to MariaDB and ZooKeeper, which listen on loopback only.
         _proxies: Vec<TcpProxy>,
         _zookeeper: ZooKeeper,
     },
     Existing,
 }
-
-/// Where the pods run on this machine: a real node unless `CANAL_E2E_NODE=process` asks for the stand-in. Where a
-/// real node cannot run, the stand-in is used, except under `CI=true`, which must test the real one.
-fn real_node_wanted() -> bool {
-    if std::env::var("CANAL_E2E_NODE").as_deref() == Ok("process") {
-        return false;
-    }
-    match canal_e2e::node::unavailable() {
-        None => true,
-        Some(why) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true needs the real-node e2e, but a node cannot run here: {why}")
-        }
-        Some(why) => {
-            eprintln!("no real node here ({why}): pods run under the process stand-in");
-            false
-        }
-    }
-}
-
-/// `make images`: the images' docker-archive tarballs (canal-instance, canal-operator, pause).
-fn built_images() -> Vec<PathBuf> {
-    let output = Command::new("bash")
-        .arg(repo_root().join("images/build.sh"))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run images/build.sh");
-    assert!(
-        output.status.success(),
-        "images/build.sh failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let dir = PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .expect("images/build.sh prints its output dir")
-            .trim(),
-    );
-    let mut tars: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "tar"))
-        .collect();
-    tars.sort();
-    tars
-}
-
-/// The sandbox image `make images` builds.
-const PAUSE_IMAGE: &str = concat!("canal-rs/pause:", env!("CARGO_PKG_VERSION"));
 
 /// What the pods and the test reach: the database (root/root and canal/canal) and ZooKeeper.
 struct Services {
@@ -146,8 +101,12 @@ impl Cluster {
         }
         let db = MariaDb::shared();
         let zookeeper = ZooKeeper::ensemble();
-        let real_node = real_node_wanted();
-        let images = if real_node { built_images() } else { Vec::new() };
+        let real_node = canal_e2e::node::wanted();
+        let images = if real_node {
+            canal_e2e::node::built_images()
+        } else {
+            Vec::new()
+        };
         let control_plane = ControlPlane::start();
         if real_node {
             return Self::start_node(control_plane, db, zookeeper, &images).await;
@@ -176,6 +135,7 @@ impl Cluster {
         let cluster = Cluster::Local {
             control_plane,
             kubelet,
+            work,
             _zookeeper: zookeeper,
         };
         (cluster, services)
@@ -188,7 +148,7 @@ impl Cluster {
         zookeeper: ZooKeeper,
         images: &[PathBuf],
     ) -> (Cluster, Services) {
-        let node = RealNode::start(&control_plane, PAUSE_IMAGE, images).await;
+        let node = RealNode::start(&control_plane, images).await;
         let gateway = node.gateway_ip().to_string();
         let mut proxies = vec![TcpProxy::start_on(&format!("{gateway}:0"), &db.address()).await];
         for server in zookeeper.servers.split(',') {
@@ -207,10 +167,25 @@ impl Cluster {
         let cluster = Cluster::Node {
             node,
             control_plane,
+            work,
             _proxies: proxies,
             _zookeeper: zookeeper,
         };
         (cluster, services)
+    }
+
+    /// Runs helm against the local control plane; `None` in an existing cluster, where `e2e/kind/run.sh` installed
+    /// the chart.
+    fn helm(&self, args: &[&str]) -> Option<String> {
+        match self {
+            Cluster::Local {
+                control_plane, work, ..
+            }
+            | Cluster::Node {
+                control_plane, work, ..
+            } => Some(helm(control_plane, work, args)),
+            Cluster::Existing => None,
+        }
     }
 
     fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
@@ -323,22 +298,52 @@ impl Cluster {
     }
 }
 
-/// What `helm install` does: the chart's crds/ first, then the rendered templates, applied server-side; and the
-/// test's namespace.
+/// The chart's release name and the namespace it is installed in.
+const RELEASE: &str = "canal-operator";
+
+/// Runs the real helm (built from its Go module by `e2e/tools/build.sh`) as the control plane's admin, with its
+/// caches and config under `work`.
+fn helm(control_plane: &ControlPlane, work: &Path, args: &[&str]) -> String {
+    let output = Command::new(canal_e2e::helm())
+        .args(args)
+        .env("KUBECONFIG", control_plane.kubeconfig())
+        .env("HELM_CACHE_HOME", work.join("helm/cache"))
+        .env("HELM_CONFIG_HOME", work.join("helm/config"))
+        .env("HELM_DATA_HOME", work.join("helm/data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `helm install` of the chart (its crds/ first, as helm does), and the test's namespace.
 fn install_chart(control_plane: &ControlPlane, work: &Path) {
-    let rendered = work.join("chart.yaml");
-    let render = canal_e2e::render_chart("-", &rendered);
-    assert!(render.status.success(), "{}", String::from_utf8_lossy(&render.stderr));
-    let crds = repo_root().join("charts/canal-operator/crds");
-    control_plane.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+    let chart = repo_root().join("charts/canal-operator");
+    helm(
+        control_plane,
+        work,
+        &[
+            "install",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+        ],
+    );
     control_plane.kubectl_ok(&[
         "wait",
         "--for=condition=Established",
         "crd/canalinstances.canal.rs",
         "--timeout=60s",
     ]);
-    control_plane.kubectl_ok(&["create", "namespace", OPERATOR_NAMESPACE]);
-    control_plane.kubectl_ok(&["apply", "--server-side", "-f", rendered.to_str().unwrap()]);
     control_plane.kubectl_ok(&["create", "namespace", NAMESPACE]);
 }
 
@@ -426,11 +431,13 @@ async fn insert(mysql: &str, table: &str, ids: std::ops::RangeInclusive<u32>) {
     }
 }
 
-/// Consumes `orders`' changes through ZooKeeper discovery, acknowledging as it goes; records `table:id` once the
-/// batch's ack was sent.
-fn start_consumer(zookeeper: &str, stop: Arc<AtomicBool>) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
+/// Consumes `orders`' changes with `client`, acknowledging as it goes; records `table:id` once the batch's ack was
+/// sent.
+fn start_consumer(
+    mut client: ClusterClient,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut client = ClusterClient::new(zookeeper, "orders", "1001", "");
     let record = seen.clone();
     let task = tokio::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
@@ -509,6 +516,199 @@ async fn all_consumed(seen: &Mutex<Vec<String>>, table: &str, ids: std::ops::Ran
     assert!(twice.is_empty(), "{what}: rows delivered more than once: {twice:?}");
 }
 
+/// How long after `pod` logged that it became the active instance the status named it (first seen at `shown`, by
+/// a poll of `kubectl get`): within 2 s, plus one poll.
+fn check_status_follows(cluster: &Cluster, pod: &str, shown: SystemTime) {
+    let log = cluster.pod_log(pod);
+    let became = log
+        .lines()
+        .filter(|l| l.contains("became the active instance"))
+        .filter_map(canal_e2e::log_line_time)
+        .next_back()
+        .unwrap_or_else(|| panic!("{pod} never logged that it became the active instance:\n{log}"));
+    let delay = shown.duration_since(became).unwrap_or_default();
+    eprintln!("status named {pod} {delay:.1?} after it became active");
+    assert!(
+        delay <= Duration::from_secs(3),
+        "the status named {pod} {delay:.1?} after it became active (2 s, plus a poll, allowed)"
+    );
+}
+
+/// Reads from each running container of the namespace's pods, through `crictl inspect` (the OCI spec runc ran it
+/// with), what the manifests ask for: a non-root user, a read-only root filesystem, no capabilities, no privilege
+/// escalation, and the runtime's default seccomp profile.
+fn check_locked_down(cluster: &Cluster, node: &RealNode, namespace: &str, selector: &str, container: &str) {
+    let pods = cluster.json(&["get", "pods", "-n", namespace, "-l", selector]);
+    let names: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(!names.is_empty(), "no pods in {namespace} with {selector}");
+    for pod in names {
+        let info = node
+            .inspect(namespace, &pod, container)
+            .unwrap_or_else(|e| panic!("crictl inspect of {namespace}/{pod}: {e}"));
+        let spec = &info["info"]["runtimeSpec"];
+        let what = format!("{namespace}/{pod}/{container}");
+        assert_eq!(
+            spec["process"]["user"]["uid"], 65532,
+            "{what} runs as uid 65532: {}",
+            spec["process"]["user"]
+        );
+        assert_eq!(
+            spec["root"]["readonly"], true,
+            "{what} has a read-only root: {}",
+            spec["root"]
+        );
+        assert_eq!(
+            spec["process"]["noNewPrivileges"], true,
+            "{what} cannot gain privileges"
+        );
+        for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+            let caps = &spec["process"]["capabilities"][set];
+            assert!(
+                caps.as_array().is_none_or(|c| c.is_empty()),
+                "{what} holds {set} capabilities {caps}"
+            );
+        }
+        let seccomp = &spec["linux"]["seccomp"];
+        assert_eq!(
+            seccomp["defaultAction"], "SCMP_ACT_ERRNO",
+            "{what} runs under the RuntimeDefault seccomp profile (deny by default): {}",
+            seccomp["defaultAction"]
+        );
+        eprintln!("{what}: uid 65532, read-only root, no capabilities, seccomp RuntimeDefault");
+    }
+}
+
+/// A kubeconfig for the instance's ServiceAccount with a token bound to pod `pod`, as the kubelet mounts it.
+fn service_account_kubeconfig(cluster: &Cluster, control_plane: &ControlPlane, pod: &str, work: &Path) -> PathBuf {
+    let token = cluster.kubectl_ok(&[
+        "create",
+        "token",
+        "orders",
+        "-n",
+        NAMESPACE,
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        pod,
+        "--duration",
+        "10m",
+    ]);
+    let path = work.join(format!("{pod}.kubeconfig"));
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": {
+            "server": control_plane.api_url(),
+            "certificate-authority": control_plane.ca_file(),
+        }}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "sa", "namespace": NAMESPACE}}],
+        "current-context": "e2e",
+    });
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
+/// What the instance's ServiceAccount may do, tried on the real API server with a token bound to `pod`, as the
+/// pod's own requests are (a patch, no read first): patch its own CanalInstance's status and its own pod's labels,
+/// and nothing else.
+async fn check_instance_permissions(
+    cluster: &Cluster,
+    control_plane: &ControlPlane,
+    work: &Path,
+    pod: &str,
+    other_pod: &str,
+) {
+    use k8s_openapi::api::core::v1::{Pod, Secret};
+    use kube::Api;
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    let kubeconfig = service_account_kubeconfig(cluster, control_plane, pod, work);
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("read the ServiceAccount kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("ServiceAccount kubeconfig");
+    let client = kube::Client::try_from(config).expect("ServiceAccount client");
+    let instances: Api<canal_api::CanalInstance> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let patch = PatchParams::default();
+    let label = Patch::Merge(serde_json::json!({"metadata": {"labels": {"canal.rs/e2e-probe": pod}}}));
+    let empty_status = Patch::Merge(serde_json::json!({"status": {}}));
+
+    instances
+        .patch_status("orders", &patch, &empty_status)
+        .await
+        .unwrap_or_else(|e| panic!("{pod} may patch its CanalInstance's status: {e}"));
+    pods.patch(pod, &patch, &label)
+        .await
+        .unwrap_or_else(|e| panic!("{pod} may label itself: {e}"));
+
+    let forbidden = |what: &str, result: Result<(), kube::Error>| match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => eprintln!("refused as it should be: {what}"),
+        other => panic!("{pod}'s ServiceAccount must not {what}: {other:?}"),
+    };
+    forbidden(
+        "patch another CanalInstance's status",
+        instances
+            .patch_status("someone-else", &patch, &empty_status)
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "patch its CanalInstance's spec",
+        instances
+            .patch(
+                "orders",
+                &patch,
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": 1}})),
+            )
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "label the other pod",
+        pods.patch(other_pod, &patch, &label).await.map(drop),
+    );
+    forbidden(
+        "read Secrets",
+        Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .map(drop),
+    );
+    forbidden(
+        "list pods of another namespace",
+        Api::<Pod>::namespaced(client, OPERATOR_NAMESPACE)
+            .list(&ListParams::default())
+            .await
+            .map(drop),
+    );
+}
+
+/// [`all_consumed`] for the ZooKeeper consumer and, on a real node, for the one behind the client Service.
+async fn all_consumed_by_both(
+    seen: &Mutex<Vec<String>>,
+    service: Option<&Mutex<Vec<String>>>,
+    ids: std::ops::RangeInclusive<u32>,
+    what: &str,
+) {
+    all_consumed(seen, "orders", ids.clone(), what).await;
+    if let Some(service) = service {
+        all_consumed(
+            service,
+            "orders",
+            ids,
+            &format!("{what}, through the client Service's ClusterIP"),
+        )
+        .await;
+    }
+}
+
 /// `canal_operator_reconcile_runs_total`, summed over the operator's pods (only the leader reconciles), read from
 /// each pod's own /metrics endpoint.
 async fn operator_reconciles(cluster: &Cluster) -> Result<u64, String> {
@@ -560,6 +760,7 @@ async fn http_get(address: &str, path: &str) -> Result<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canal_instance_on_a_real_api_server() {
+    let host_before = canal_e2e::node::host_state();
     let (cluster, services) = Cluster::start().await;
     let mysql = services.mysql.as_str();
     {
@@ -609,12 +810,57 @@ async fn canal_instance_on_a_real_api_server() {
     .await;
     eprintln!("kubectl get canalinstances: {row:?}");
     let first_active = row["ACTIVE"].clone();
+    if let Cluster::Node {
+        node,
+        control_plane,
+        work,
+        ..
+    } = &cluster
+    {
+        check_locked_down(
+            &cluster,
+            node,
+            NAMESPACE,
+            "app.kubernetes.io/instance=orders",
+            "canal-instance",
+        );
+        check_locked_down(
+            &cluster,
+            node,
+            OPERATOR_NAMESPACE,
+            "app.kubernetes.io/name=canal-operator",
+            "canal-operator",
+        );
+        let other = if first_active == "orders-0" {
+            "orders-1"
+        } else {
+            "orders-0"
+        };
+        check_instance_permissions(&cluster, control_plane, work, &first_active, other).await;
+    }
 
     // Rows reach a client that finds the active pod through ZooKeeper.
     let stop = Arc::new(AtomicBool::new(false));
-    let (seen, consumer) = start_consumer(&services.zookeeper, stop.clone());
+    let (seen, consumer) = start_consumer(
+        ClusterClient::new(&services.zookeeper, "orders", "1001", ""),
+        stop.clone(),
+    );
+    // On a real node, a second client (its own client id, so its own cursor) connects to the client Service's
+    // ClusterIP, which kube-proxy sends to whichever pod is active.
+    let service_consumer = match &cluster {
+        Cluster::Node { .. } => {
+            let service = cluster.json(&["get", "service", "orders", "-n", NAMESPACE]);
+            let ip = service["spec"]["clusterIP"]
+                .as_str()
+                .expect("the client Service has a ClusterIP");
+            let client = ClusterClient::direct(&format!("{ip}:11111"), "orders", "1002", "");
+            Some(start_consumer(client, stop.clone()))
+        }
+        _ => None,
+    };
+    let service_seen = service_consumer.as_ref().map(|(seen, _)| seen.as_ref());
     insert(mysql, "orders", 1..=20).await;
-    all_consumed(&seen, "orders", 1..=20, "rows 1-20 consumed").await;
+    all_consumed_by_both(&seen, service_seen, 1..=20, "rows 1-20 consumed").await;
     let position = canal_e2e::eventually(
         SETTLE,
         "kubectl get canalinstances shows the binlog position",
@@ -659,11 +905,46 @@ async fn canal_instance_on_a_real_api_server() {
         after - before
     );
 
+    // A real Prometheus, finding the pods through the API as a PodMonitor would, sees both pods' canal_instance_*
+    // and canal_rs_* series, and the chart's "exactly one active" alert expression is quiet.
+    if let Cluster::Node { control_plane, .. } = &cluster {
+        let prometheus = Prometheus::start(&control_plane.kubeconfig(), &[NAMESPACE], "canal-instance", "metrics");
+        canal_e2e::eventually(SETTLE, "Prometheus scrapes both pods", async || {
+            for family in ["canal_instance_.+", "canal_rs_.+"] {
+                let pods = prometheus.query(&format!(
+                    r#"count by (pod) ({{__name__=~"{family}", namespace="{NAMESPACE}"}})"#
+                ))?;
+                if pods.len() != 2 {
+                    return Err(format!("{family} series of {} pods: {pods:?}", pods.len()));
+                }
+            }
+            let active = prometheus.query(r#"sum by (namespace, destination) (canal_rs_ha_role{role="active"})"#)?;
+            match active.as_slice() {
+                [(_, value)] if *value == 1.0 => Ok(()),
+                other => Err(format!("active instances: {other:?}")),
+            }
+        })
+        .await;
+        let alert = prometheus.query(r#"sum by (namespace, destination) (canal_rs_ha_role{role="active"}) != 1"#);
+        assert_eq!(
+            alert.map(|a| a.len()),
+            Ok(0),
+            "the one-active alert expression is quiet"
+        );
+        eprintln!("Prometheus: both pods scraped, exactly one active");
+    }
+
     // Kill the active pod's process. It is restarted at once, as the kubelet does a first time, and by canal's rule
     // the previous owner takes its node back once its old session expires: the same pod, and no row lost.
     cluster.signal(&first_active, "KILL");
     insert(mysql, "orders", 21..=30).await;
-    all_consumed(&seen, "orders", 1..=30, "rows 1-30 consumed after a crash and restart").await;
+    all_consumed_by_both(
+        &seen,
+        service_seen,
+        1..=30,
+        "rows 1-30 consumed after a crash and restart",
+    )
+    .await;
     canal_e2e::eventually(SETTLE, "the killed container was restarted", async || {
         match restarts(&cluster, &first_active) {
             0 => Err("restartCount is 0".to_string()),
@@ -678,16 +959,19 @@ async fn canal_instance_on_a_real_api_server() {
     canal_e2e::eventually(SETTLE, "both pods ready before the hang", async || both_ready(&cluster)).await;
     let hung = Instant::now();
     cluster.signal(&first_active, "STOP");
-    let second_active = canal_e2e::eventually(SETTLE, "the status names the other pod after a hang", async || {
-        found(
-            active_pod(&cluster).filter(|a| *a != first_active),
-            "still the hung pod, or none",
-        )
-    })
-    .await;
+    let (second_active, shown) =
+        canal_e2e::eventually(SETTLE, "the status names the other pod after a hang", async || {
+            found(
+                active_pod(&cluster).filter(|a| *a != first_active),
+                "still the hung pod, or none",
+            )
+            .map(|pod| (pod, SystemTime::now()))
+        })
+        .await;
     eprintln!("failover shown in status {:.1?} after the hang", hung.elapsed());
+    check_status_follows(&cluster, &second_active, shown);
     insert(mysql, "orders", 31..=40).await;
-    all_consumed(&seen, "orders", 1..=40, "rows 1-40 consumed after the failover").await;
+    all_consumed_by_both(&seen, service_seen, 1..=40, "rows 1-40 consumed after the failover").await;
     let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
     assert!(ci["status"]["failovers"].as_i64().unwrap_or(0) >= 1, "{}", ci["status"]);
     cluster.signal(&first_active, "CONT");
@@ -695,7 +979,7 @@ async fn canal_instance_on_a_real_api_server() {
     // kubectl delete pod of the active one: graceful handover.
     canal_e2e::eventually(SETTLE, "both pods ready again", async || both_ready(&cluster)).await;
     cluster.kubectl_ok(&["delete", "pod", &second_active, "-n", NAMESPACE, "--wait=false"]);
-    let third_active = canal_e2e::eventually(
+    let (third_active, shown) = canal_e2e::eventually(
         SETTLE,
         "the status names the other pod after kubectl delete pod",
         async || {
@@ -703,20 +987,78 @@ async fn canal_instance_on_a_real_api_server() {
                 active_pod(&cluster).filter(|a| *a != second_active),
                 "still the deleted pod, or none",
             )
+            .map(|pod| (pod, SystemTime::now()))
         },
     )
     .await;
     eprintln!("active: {first_active} -> {second_active} -> {third_active}");
+    check_status_follows(&cluster, &third_active, shown);
     insert(mysql, "orders", 41..=60).await;
-    all_consumed(
+    all_consumed_by_both(
         &seen,
-        "orders",
+        service_seen,
         1..=60,
         "rows 1-60 consumed after the graceful handover",
     )
     .await;
     let log = cluster.pod_log(&third_active);
     assert!(log.contains("became the active instance"), "{log}");
+
+    // helm upgrade with a changed value rolls the operator, after the CRD update a user applies first (helm does not
+    // upgrade crds/); the new operator then carries out the edit below.
+    let crds = repo_root().join("charts/canal-operator/crds");
+    if let Some(before) = cluster.helm(&[
+        "get",
+        "values",
+        RELEASE,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--all",
+        "-o",
+        "json",
+    ]) {
+        cluster.kubectl_ok(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            crds.to_str().unwrap(),
+        ]);
+        cluster.helm(&[
+            "upgrade",
+            RELEASE,
+            repo_root().join("charts/canal-operator").to_str().unwrap(),
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--reuse-values",
+            "--set",
+            "logFormat=json",
+        ]);
+        let before: Value = serde_json::from_str(&before).unwrap();
+        assert_eq!(before["logFormat"], "text");
+        canal_e2e::eventually(SETTLE, "helm upgrade rolled the operator", async || {
+            let d = cluster.json(&["get", "deployment", "canal-operator", "-n", OPERATOR_NAMESPACE]);
+            let args = d["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+            let status = &d["status"];
+            let wanted = d["spec"]["replicas"].as_i64();
+            let rolled = args.contains("json")
+                && status["observedGeneration"] == d["metadata"]["generation"]
+                && status["updatedReplicas"].as_i64() == wanted
+                && status["availableReplicas"].as_i64() == wanted
+                && status["replicas"].as_i64() == wanted;
+            if rolled {
+                Ok(())
+            } else {
+                Err(format!("args {args}, status {status}"))
+            }
+        })
+        .await;
+        let history = cluster
+            .helm(&["history", RELEASE, "-n", OPERATOR_NAMESPACE, "-o", "json"])
+            .unwrap();
+        let history: Value = serde_json::from_str(&history).unwrap();
+        assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+    }
 
     // Edit the filter: the change rolls out and the status shows the new generation observed.
     canal_e2e::eventually(SETTLE, "both pods ready before the edit", async || both_ready(&cluster)).await;
@@ -746,7 +1088,7 @@ async fn canal_instance_on_a_real_api_server() {
     .await;
     insert(mysql, "customers", 1..=5).await;
     insert(mysql, "orders", 61..=70).await;
-    all_consumed(&seen, "orders", 1..=70, "rows 1-70 consumed after the rollout").await;
+    all_consumed_by_both(&seen, service_seen, 1..=70, "rows 1-70 consumed after the rollout").await;
     assert!(
         consumed(&seen, "customers").is_empty(),
         "the new filter leaves customers out"
@@ -764,6 +1106,9 @@ async fn canal_instance_on_a_real_api_server() {
     // Under the Delete policy, kubectl delete canalinstance removes the children and the ZooKeeper nodes.
     stop.store(true, Ordering::SeqCst);
     consumer.await.unwrap();
+    if let Some((_, task)) = service_consumer {
+        task.await.unwrap();
+    }
     patch_spec(&cluster, r#"{"zookeeperDeletionPolicy":"Delete"}"#);
     cluster.kubectl_ok(&["delete", "canalinstance", "orders", "-n", NAMESPACE, "--timeout=180s"]);
     // Every kind the operator owns (its one list of children), and the pods.
@@ -803,5 +1148,40 @@ async fn canal_instance_on_a_real_api_server() {
         "the destination's ZooKeeper nodes are deleted"
     );
 
+    // helm uninstall removes the operator and its cluster-wide objects; the CRD stays, as helm leaves crds/ alone
+    // (README, "Helm chart").
+    if cluster
+        .helm(&[
+            "uninstall",
+            RELEASE,
+            "-n",
+            OPERATOR_NAMESPACE,
+            "--wait",
+            "--timeout",
+            "180s",
+        ])
+        .is_some()
+    {
+        let left = cluster.kubectl_ok(&[
+            "get",
+            "deployments,serviceaccounts,services,clusterroles,clusterrolebindings",
+            "-A",
+            "-l",
+            &format!("app.kubernetes.io/instance={RELEASE}"),
+            "-o",
+            "name",
+        ]);
+        assert!(left.trim().is_empty(), "left after helm uninstall: {left}");
+        cluster.kubectl_ok(&["get", "crd", "canalinstances.canal.rs"]);
+    }
+
+    let real_node = matches!(cluster, Cluster::Node { .. });
     cluster.stop().await;
+    if real_node {
+        assert_eq!(
+            canal_e2e::node::host_state(),
+            host_before,
+            "the real node left the host changed (e2e/k8s/node.sh host-state)"
+        );
+    }
 }
