@@ -431,15 +431,15 @@ async fn insert(mysql: &str, table: &str, ids: std::ops::RangeInclusive<u32>) {
     }
 }
 
-/// Consumes `orders`' changes with `client`, acknowledging as it goes; records `table:id` once the batch's ack was
-/// sent.
+/// Consumes `orders`' changes with `client`, acknowledging as it goes, until `stop`; records `table:id` in `seen`
+/// once the batch's ack was sent.
 fn start_consumer(
     mut client: ClusterClient,
+    seen: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
-) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+) -> tokio::task::JoinHandle<()> {
     let record = seen.clone();
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
             let message = match client
                 .get_without_ack(100, GetWait::Up(Duration::from_millis(200)))
@@ -475,8 +475,7 @@ fn start_consumer(
                 record.lock().unwrap().extend(rows);
             }
         }
-    });
-    (seen, task)
+    })
 }
 
 /// The ids of `table` received so far, each once (duplicates are counted by [`duplicates`]).
@@ -690,25 +689,6 @@ async fn check_instance_permissions(
     );
 }
 
-/// [`all_consumed`] for the ZooKeeper consumer and, on a real node, for the one behind the client Service.
-async fn all_consumed_by_both(
-    seen: &Mutex<Vec<String>>,
-    service: Option<&Mutex<Vec<String>>>,
-    ids: std::ops::RangeInclusive<u32>,
-    what: &str,
-) {
-    all_consumed(seen, "orders", ids.clone(), what).await;
-    if let Some(service) = service {
-        all_consumed(
-            service,
-            "orders",
-            ids,
-            &format!("{what}, through the client Service's ClusterIP"),
-        )
-        .await;
-    }
-}
-
 /// `canal_operator_reconcile_runs_total`, summed over the operator's pods (only the leader reconciles), read from
 /// each pod's own /metrics endpoint.
 async fn operator_reconciles(cluster: &Cluster) -> Result<u64, String> {
@@ -841,26 +821,14 @@ async fn canal_instance_on_a_real_api_server() {
 
     // Rows reach a client that finds the active pod through ZooKeeper.
     let stop = Arc::new(AtomicBool::new(false));
-    let (seen, consumer) = start_consumer(
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let consumer = start_consumer(
         ClusterClient::new(&services.zookeeper, "orders", "1001", ""),
+        seen.clone(),
         stop.clone(),
     );
-    // On a real node, a second client (its own client id, so its own cursor) connects to the client Service's
-    // ClusterIP, which kube-proxy sends to whichever pod is active.
-    let service_consumer = match &cluster {
-        Cluster::Node { .. } => {
-            let service = cluster.json(&["get", "service", "orders", "-n", NAMESPACE]);
-            let ip = service["spec"]["clusterIP"]
-                .as_str()
-                .expect("the client Service has a ClusterIP");
-            let client = ClusterClient::direct(&format!("{ip}:11111"), "orders", "1002", "");
-            Some(start_consumer(client, stop.clone()))
-        }
-        _ => None,
-    };
-    let service_seen = service_consumer.as_ref().map(|(seen, _)| seen.as_ref());
     insert(mysql, "orders", 1..=20).await;
-    all_consumed_by_both(&seen, service_seen, 1..=20, "rows 1-20 consumed").await;
+    all_consumed(&seen, "orders", 1..=20, "rows 1-20 consumed").await;
     let position = canal_e2e::eventually(
         SETTLE,
         "kubectl get canalinstances shows the binlog position",
@@ -938,13 +906,7 @@ async fn canal_instance_on_a_real_api_server() {
     // the previous owner takes its node back once its old session expires: the same pod, and no row lost.
     cluster.signal(&first_active, "KILL");
     insert(mysql, "orders", 21..=30).await;
-    all_consumed_by_both(
-        &seen,
-        service_seen,
-        1..=30,
-        "rows 1-30 consumed after a crash and restart",
-    )
-    .await;
+    all_consumed(&seen, "orders", 1..=30, "rows 1-30 consumed after a crash and restart").await;
     canal_e2e::eventually(SETTLE, "the killed container was restarted", async || {
         match restarts(&cluster, &first_active) {
             0 => Err("restartCount is 0".to_string()),
@@ -971,7 +933,7 @@ async fn canal_instance_on_a_real_api_server() {
     eprintln!("failover shown in status {:.1?} after the hang", hung.elapsed());
     check_status_follows(&cluster, &second_active, shown);
     insert(mysql, "orders", 31..=40).await;
-    all_consumed_by_both(&seen, service_seen, 1..=40, "rows 1-40 consumed after the failover").await;
+    all_consumed(&seen, "orders", 1..=40, "rows 1-40 consumed after the failover").await;
     let ci = cluster.json(&["get", "canalinstance", "orders", "-n", NAMESPACE]);
     assert!(ci["status"]["failovers"].as_i64().unwrap_or(0) >= 1, "{}", ci["status"]);
     cluster.signal(&first_active, "CONT");
@@ -994,9 +956,9 @@ async fn canal_instance_on_a_real_api_server() {
     eprintln!("active: {first_active} -> {second_active} -> {third_active}");
     check_status_follows(&cluster, &third_active, shown);
     insert(mysql, "orders", 41..=60).await;
-    all_consumed_by_both(
+    all_consumed(
         &seen,
-        service_seen,
+        "orders",
         1..=60,
         "rows 1-60 consumed after the graceful handover",
     )
@@ -1088,11 +1050,58 @@ async fn canal_instance_on_a_real_api_server() {
     .await;
     insert(mysql, "customers", 1..=5).await;
     insert(mysql, "orders", 61..=70).await;
-    all_consumed_by_both(&seen, service_seen, 1..=70, "rows 1-70 consumed after the rollout").await;
+    all_consumed(&seen, "orders", 1..=70, "rows 1-70 consumed after the rollout").await;
     assert!(
         consumed(&seen, "customers").is_empty(),
         "the new filter leaves customers out"
     );
+
+    // On a real node, the same client id goes on through the client Service's ClusterIP, which kube-proxy sends to
+    // the active pod, and follows a graceful handover through it: the Service follows the role label.
+    let (stop, consumer) = match &cluster {
+        Cluster::Node { .. } => {
+            stop.store(true, Ordering::SeqCst);
+            consumer.await.unwrap();
+            let service = cluster.json(&["get", "service", "orders", "-n", NAMESPACE]);
+            let ip = service["spec"]["clusterIP"]
+                .as_str()
+                .expect("the client Service has a ClusterIP");
+            let client = ClusterClient::direct(&format!("{ip}:11111"), "orders", "1001", "");
+            let stop = Arc::new(AtomicBool::new(false));
+            let consumer = start_consumer(client, seen.clone(), stop.clone());
+            insert(mysql, "orders", 71..=80).await;
+            all_consumed(
+                &seen,
+                "orders",
+                1..=80,
+                "rows 71-80 consumed through the client Service",
+            )
+            .await;
+            canal_e2e::eventually(SETTLE, "both pods ready before the handover", async || {
+                both_ready(&cluster)
+            })
+            .await;
+            let active = active_pod(&cluster).expect("an active pod");
+            cluster.kubectl_ok(&["delete", "pod", &active, "-n", NAMESPACE, "--wait=false"]);
+            canal_e2e::eventually(SETTLE, "another pod is active", async || {
+                found(
+                    active_pod(&cluster).filter(|a| *a != active),
+                    "still the deleted pod, or none",
+                )
+            })
+            .await;
+            insert(mysql, "orders", 81..=90).await;
+            all_consumed(
+                &seen,
+                "orders",
+                1..=90,
+                "rows 81-90 consumed through the client Service after a handover",
+            )
+            .await;
+            (stop, consumer)
+        }
+        _ => (stop, consumer),
+    };
 
     // An invalid CanalInstance is refused by the API server with the CEL message.
     let invalid = example
@@ -1106,9 +1115,6 @@ async fn canal_instance_on_a_real_api_server() {
     // Under the Delete policy, kubectl delete canalinstance removes the children and the ZooKeeper nodes.
     stop.store(true, Ordering::SeqCst);
     consumer.await.unwrap();
-    if let Some((_, task)) = service_consumer {
-        task.await.unwrap();
-    }
     patch_spec(&cluster, r#"{"zookeeperDeletionPolicy":"Delete"}"#);
     cluster.kubectl_ok(&["delete", "canalinstance", "orders", "-n", NAMESPACE, "--timeout=180s"]);
     // Every kind the operator owns (its one list of children), and the pods.
