@@ -39,7 +39,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- helpers
-# (log, die, alive, terminate, detach, free_ports, watchdog: see lib.sh)
+# (log, die, alive, terminate, detach, free_ports, watchdog, read_comp, comp_running, launch, tail_log: see lib.sh)
 
 find_bins() {
     local b
@@ -53,31 +53,10 @@ find_bins() {
     fi
 }
 
-# read_comp DIR NAME: sets COMP_PID COMP_ST from DIR/NAME.pidinfo
-read_comp() {
-    COMP_PID="" COMP_ST=""
-    [ -f "$1/$2.pidinfo" ] && read -r COMP_PID COMP_ST <"$1/$2.pidinfo" || true
-}
-
-comp_running() {
-    read_comp "$1" "$2"
-    [ -n "$COMP_PID" ] && alive "$COMP_PID" "$COMP_ST"
-}
-
 # read_ports DIR: sets ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT
 read_ports() {
     ETCD_PORT="" ETCD_PEER_PORT="" API_PORT="" KCM_PORT=""
     [ -f "$1/ports" ] && read -r ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT <"$1/ports" || true
-}
-
-# launch DIR NAME cmd args...: start a component detached, log to DIR/NAME.log
-launch() {
-    local dir=$1 name=$2 pid st
-    shift 2
-    echo "==== $(date '+%F %T') $*" >>"$dir/$name.log"
-    pid=$(detach "$dir/$name.log" "$@")
-    st=$(starttime_of "$pid" || echo "")
-    echo "$pid $st" >"$dir/$name.pidinfo"
 }
 
 stop_comp() {
@@ -93,16 +72,6 @@ stop_all() {
     for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
         stop_comp "$dir" "${COMPONENTS[$i]}"
     done
-}
-
-# tail_log DIR NAME
-tail_log() {
-    local f=$1/$2.log
-    if [ -s "$f" ]; then
-        echo "---- last lines of $f:" >&2
-        tail -n 30 "$f" >&2 || true
-        echo "----" >&2
-    fi
 }
 
 # admin_curl DIR URL_PATH [curl args...]: GET on the apiserver as admin

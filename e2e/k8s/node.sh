@@ -48,33 +48,6 @@ EOF
 
 # ---------------------------------------------------------------- helpers
 
-read_comp() {
-    COMP_PID="" COMP_ST=""
-    [ -f "$1/$2.pidinfo" ] && read -r COMP_PID COMP_ST <"$1/$2.pidinfo" || true
-}
-
-comp_running() {
-    read_comp "$1" "$2"
-    [ -n "$COMP_PID" ] && alive "$COMP_PID" "$COMP_ST"
-}
-
-launch() {
-    local dir=$1 name=$2 pid
-    shift 2
-    echo "==== $(date '+%F %T') $*" >>"$dir/$name.log"
-    pid=$(detach "$dir/$name.log" "$@")
-    echo "$pid $(starttime_of "$pid" || echo "")" >"$dir/$name.pidinfo"
-}
-
-tail_log() {
-    local f=$1/$2.log
-    if [ -s "$f" ]; then
-        echo "---- last lines of $f:" >&2
-        tail -n 40 "$f" >&2 || true
-        echo "----" >&2
-    fi
-}
-
 # wait_for DIR NAME WHAT CHECK...: poll CHECK until it succeeds; fails when NAME exits or after START_TIMEOUT.
 wait_for() {
     local dir=$1 name=$2 what=$3 deadline

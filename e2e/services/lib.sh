@@ -85,6 +85,41 @@ detach() {
     echo $!
 }
 
+# ---------------------------------------------------------------- components
+# A script that runs several processes in one DIR (control-plane.sh, node.sh) keeps each one's "PID STARTTIME" in
+# DIR/NAME.pidinfo and its output in DIR/NAME.log.
+
+# read_comp DIR NAME: sets COMP_PID COMP_ST from DIR/NAME.pidinfo
+read_comp() {
+    COMP_PID="" COMP_ST=""
+    [ -f "$1/$2.pidinfo" ] && read -r COMP_PID COMP_ST <"$1/$2.pidinfo" || true
+}
+
+comp_running() {
+    read_comp "$1" "$2"
+    [ -n "$COMP_PID" ] && alive "$COMP_PID" "$COMP_ST"
+}
+
+# launch DIR NAME cmd args...: start a component detached, log to DIR/NAME.log
+launch() {
+    local dir=$1 name=$2 pid st
+    shift 2
+    echo "==== $(date '+%F %T') $*" >>"$dir/$name.log"
+    pid=$(detach "$dir/$name.log" "$@")
+    st=$(starttime_of "$pid" || echo "")
+    echo "$pid $st" >"$dir/$name.pidinfo"
+}
+
+# tail_log DIR NAME
+tail_log() {
+    local f=$1/$2.log
+    if [ -s "$f" ]; then
+        echo "---- last lines of $f:" >&2
+        tail -n 40 "$f" >&2 || true
+        echo "----" >&2
+    fi
+}
+
 # ---------------------------------------------------------------- files, ports
 
 # free_ports N: N distinct loopback ports that can be bound right now, on one
