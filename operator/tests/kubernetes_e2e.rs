@@ -804,6 +804,15 @@ async fn canal_instance_on_a_real_api_server() {
             "app.kubernetes.io/instance=orders",
             "canal-instance",
         );
+        // The example's memory limit reaches runc.
+        let info = node
+            .inspect(NAMESPACE, &first_active, "canal-instance")
+            .expect("crictl inspect of the active pod");
+        assert_eq!(
+            info["info"]["runtimeSpec"]["linux"]["resources"]["memory"]["limit"],
+            512 * 1024 * 1024,
+            "the container's memory limit is the example's 512Mi"
+        );
         check_locked_down(
             &cluster,
             node,
@@ -940,6 +949,7 @@ async fn canal_instance_on_a_real_api_server() {
 
     // kubectl delete pod of the active one: graceful handover.
     canal_e2e::eventually(SETTLE, "both pods ready again", async || both_ready(&cluster)).await;
+    let deleted = Instant::now();
     cluster.kubectl_ok(&["delete", "pod", &second_active, "-n", NAMESPACE, "--wait=false"]);
     let (third_active, shown) = canal_e2e::eventually(
         SETTLE,
@@ -955,6 +965,14 @@ async fn canal_instance_on_a_real_api_server() {
     .await;
     eprintln!("active: {first_active} -> {second_active} -> {third_active}");
     check_status_follows(&cluster, &third_active, shown);
+    // SIGTERM (from the kubelet, within the grace period) makes the deleted pod give its node up at once; after a
+    // SIGKILL the other would wait for the session timeout (10 s) and the failover delay (5 s).
+    let handover = deleted.elapsed();
+    eprintln!("handover shown in status {handover:.1?} after kubectl delete pod");
+    assert!(
+        handover < Duration::from_secs(10),
+        "the handover took {handover:.1?}: the deleted pod did not stop gracefully"
+    );
     insert(mysql, "orders", 41..=60).await;
     all_consumed(
         &seen,
