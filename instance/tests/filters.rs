@@ -98,6 +98,7 @@ async fn field_lists_renames_and_ddl_kinds() {
             "RENAME TABLE drop2 TO gone2",
             "ALTER TABLE users ADD INDEX by_name (name)",
             "ALTER TABLE users DROP INDEX by_name",
+            "ALTER TABLE users DROP PRIMARY KEY, ADD PRIMARY KEY (id, name)",
             "CREATE INDEX by_total ON orders (total)",
             "ALTER TABLE orders ADD COLUMN extra INT",
             // Statement-based DML reaches the binlog as a QUERY event, classified INSERT.
@@ -134,10 +135,13 @@ async fn field_lists_renames_and_ddl_kinds() {
         .map(|(kind, table, _)| (kind, table))
         .collect();
     let expected = [
-        (EventType::Rename, "keep1"),
-        (EventType::Rename, "drop1"),
+        // A rename is reported under the new name, as canal does.
+        (EventType::Rename, "renamed1"),
+        (EventType::Rename, "keep2"),
         (EventType::Cindex, "users"),
         (EventType::Dindex, "users"),
+        // A change of primary key is ALTER, not DINDEX: the key columns changed.
+        (EventType::Alter, "users"),
         (EventType::Cindex, "orders"),
         (EventType::Alter, "orders"),
         (EventType::Insert, "orders"),

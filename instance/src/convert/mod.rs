@@ -478,8 +478,21 @@ impl Converter {
             ddl_schema_name: (!session_schema.is_empty()).then(|| session_schema.to_string()),
             ..Default::default()
         };
+        // A rename is reported under the table's new name, as canal does; an unqualified new name is in the
+        // session's database, as MySQL reads it.
+        let (header_schema, header_table) = match &statement.renamed_to {
+            Some((new_schema, new_table)) if statement.event_type == EventType::Rename => {
+                let new_schema = if new_schema.is_empty() {
+                    session_schema
+                } else {
+                    new_schema.as_str()
+                };
+                (new_schema, new_table.as_str())
+            }
+            _ => (schema, statement.table.as_str()),
+        };
         let entry = Entry {
-            header: Some(self.header(info, schema, &statement.table, Some(statement.event_type))),
+            header: Some(self.header(info, header_schema, header_table, Some(statement.event_type))),
             entry_type: Some(EntryType::Rowdata as i32),
             store_value: Some(Bytes::from(change.encode_to_vec())),
         };

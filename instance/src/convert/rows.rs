@@ -8,6 +8,7 @@ use bytes::Bytes;
 use mysql_common::binlog::events::RowsEventData;
 use mysql_common::binlog::row::BinlogRow;
 use mysql_common::binlog::value::BinlogValue;
+use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
 use prost::Message;
 
@@ -154,12 +155,59 @@ fn read_image(
                 format!("no column {index} in the table map"),
             )
         })?;
+        if column.column_type == ColumnType::MYSQL_TYPE_TIME2 {
+            let fsp = column.meta.first().copied().unwrap_or(0);
+            values.push(Some(BinlogValue::Value(read_time2(&mut buf, fsp)?)));
+            continue;
+        }
         let ctx = (column.column_type, column.meta.as_slice(), column.unsigned, false);
         values.push(Some(buf.parse::<BinlogValue<'_>>(ctx)?.into_owned()));
     }
     let consumed = data.len() - buf.0.len();
     *data = &data[consumed..];
     Ok(values)
+}
+
+/// Decodes a TIME2 value (MySQL 5.6.4+ and MariaDB's `mysql56_temporal_format`): a big-endian 24-bit integer part
+/// (sign bit, then hours, minutes and seconds packed as `h << 12 | m << 6 | s`) offset by 2^23, and 0 to 3 bytes of
+/// fraction, which for a negative value with fsp 1 to 4 count down from the next whole second. mysql_common 0.37
+/// subtracts that borrow from an unsigned value, so `-00:00:01.5` at fsp 1 comes out wrong (or panics in a debug
+/// build); this reader keeps the arithmetic signed.
+fn read_time2(buf: &mut ParseBuf<'_>, fsp: u8) -> std::io::Result<mysql_common::value::Value> {
+    const INT_OFFSET: i64 = 0x80_0000;
+    let truncated = || std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "TIME2 value cut short");
+    let mut take = |n: usize| -> std::io::Result<i64> {
+        let bytes = buf.checked_eat(n).ok_or_else(truncated)?;
+        Ok(bytes.iter().fold(0i64, |acc, b| acc << 8 | i64::from(*b)))
+    };
+    // The whole value as MySQL's packed form: seconds part << 24 | microseconds, signed.
+    let packed = match fsp {
+        1 | 2 | 3 | 4 => {
+            let (frac_bytes, scale) = if fsp <= 2 { (1, 10_000) } else { (2, 100) };
+            let mut int_part = take(3)? - INT_OFFSET;
+            let mut frac = take(frac_bytes)?;
+            if int_part < 0 && frac > 0 {
+                int_part += 1;
+                frac -= 1 << (8 * frac_bytes);
+            }
+            (int_part << 24) + frac * scale
+        }
+        5 | 6 => take(6)? - (INT_OFFSET << 24),
+        _ => (take(3)? - INT_OFFSET) << 24,
+    };
+    let negative = packed < 0;
+    let magnitude = packed.unsigned_abs();
+    let hms = magnitude >> 24;
+    let micros = (magnitude & 0xFF_FFFF) as u32;
+    let hours = ((hms >> 12) & 0x3FF) as u32;
+    Ok(mysql_common::value::Value::Time(
+        negative,
+        hours / 24,
+        (hours % 24) as u8,
+        ((hms >> 6) & 0x3F) as u8,
+        (hms & 0x3F) as u8,
+        micros,
+    ))
 }
 
 /// Column indexes present in a row image, in order.
@@ -218,4 +266,101 @@ fn render_image<'t>(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use mysql_common::value::Value;
+
+    use super::*;
+
+    /// The TIME2 bytes MySQL writes for `packed` (seconds part << 24 | microseconds, signed) at `fsp`, as its
+    /// `my_time_packed_to_binary` lays them out: the fraction of a negative value with fsp 1 to 4 is stored as a
+    /// borrow from the next whole second.
+    fn time2_bytes(packed: i64, fsp: u8) -> Vec<u8> {
+        let be = |v: i64, n: usize| (0..n).rev().map(|i| (v >> (8 * i)) as u8).collect::<Vec<u8>>();
+        let mut int_part = packed >> 24;
+        let mut frac = packed & 0xFF_FFFF;
+        if packed < 0 && frac != 0 {
+            // >> rounds towards minus infinity, so int_part is already one below; the fraction counts down.
+            frac -= 1 << 24;
+        }
+        match fsp {
+            1 | 2 => {
+                let mut out = be(int_part + 0x80_0000, 3);
+                out.push((frac / 10_000) as u8);
+                out
+            }
+            3 | 4 => {
+                let mut out = be(int_part + 0x80_0000, 3);
+                out.extend(be(frac / 100, 2));
+                out
+            }
+            5 | 6 => be(packed + (0x80_0000 << 24), 6),
+            _ => {
+                if packed < 0 && frac != 0 {
+                    int_part += 1;
+                }
+                be(int_part + 0x80_0000, 3)
+            }
+        }
+    }
+
+    fn packed(negative: bool, h: i64, m: i64, s: i64, micros: i64) -> i64 {
+        let v = ((h << 12 | m << 6 | s) << 24) + micros;
+        if negative { -v } else { v }
+    }
+
+    fn decode(bytes: &[u8], fsp: u8) -> Value {
+        let mut buf = ParseBuf(bytes);
+        let value = read_time2(&mut buf, fsp).expect("decodes");
+        assert!(buf.0.is_empty(), "every byte of the value is read");
+        value
+    }
+
+    #[test]
+    fn negative_times_with_a_fraction_decode_at_every_fsp() {
+        let cases = [
+            // (negative, hours, minutes, seconds, micros at that fsp, fsp)
+            (true, 12, 34, 56, 780_000, 2),
+            (true, 0, 0, 1, 500_000, 1),
+            (true, 0, 0, 0, 100_000, 1),
+            (true, 838, 59, 59, 990_000, 2),
+            (true, 1, 2, 3, 250_000, 3),
+            (true, 25, 0, 0, 999_900, 4),
+            (true, 1, 2, 3, 250_004, 6),
+            (false, 12, 34, 56, 780_000, 2),
+            (false, 838, 59, 59, 999_999, 6),
+            (true, 1, 2, 3, 0, 0),
+            (false, 0, 0, 0, 0, 0),
+        ];
+        for (negative, h, m, s, micros, fsp) in cases {
+            let bytes = time2_bytes(packed(negative, h, m, s, micros), fsp);
+            let days = (h / 24) as u32;
+            let expected = Value::Time(
+                negative && (h, m, s, micros) != (0, 0, 0, 0),
+                days,
+                (h % 24) as u8,
+                m as u8,
+                s as u8,
+                micros as u32,
+            );
+            assert_eq!(
+                decode(&bytes, fsp),
+                expected,
+                "{}{h}:{m}:{s}.{micros} at fsp {fsp}",
+                if negative { "-" } else { "" }
+            );
+        }
+    }
+
+    #[test]
+    fn a_cut_short_time2_is_an_error_not_a_panic() {
+        for fsp in 0..=6 {
+            for len in 0..3 {
+                let mut buf = ParseBuf(&[0x80, 0x00, 0x00][..len]);
+                assert!(read_time2(&mut buf, fsp).is_err(), "fsp {fsp}, {len} bytes");
+            }
+        }
+    }
 }

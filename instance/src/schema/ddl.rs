@@ -2,9 +2,10 @@
 //!
 //! canal parses statements with Druid. canal-rs parses them with sqlparser's MySQL dialect and maps the result to
 //! canal's event types, including canal's reading of `ALTER TABLE`: a rename is RENAME, adding an index or a
-//! unique or primary key is CINDEX, dropping one is DINDEX. A statement the parser cannot read (MariaDB-only
-//! syntax, say) falls back to recognising its leading shape, so classification never fails the stream; what
-//! neither recognises is QUERY, as in canal for statements it does not understand.
+//! unique or primary key is CINDEX, dropping an index or unique key is DINDEX, dropping the primary key is ALTER.
+//! A statement the parser cannot read (MariaDB-only syntax, say) falls back to recognising its leading shape, so
+//! classification never fails the stream; what neither recognises is QUERY, as in canal for statements it does not
+//! understand.
 
 use std::sync::LazyLock;
 
@@ -146,9 +147,9 @@ fn alter_kind(operation: Option<&AlterTableOperation>) -> (EventType, Option<&Ob
                 | TableConstraint::FulltextOrSpatial(_),
             ..
         }) => (EventType::Cindex, None),
-        Some(AlterTableOperation::DropIndex { .. } | AlterTableOperation::DropPrimaryKey { .. }) => {
-            (EventType::Dindex, None)
-        }
+        Some(AlterTableOperation::DropIndex { .. }) => (EventType::Dindex, None),
+        // Dropping the primary key changes which columns identify a row, not just an index: canal reports ALTER.
+        Some(AlterTableOperation::DropPrimaryKey { .. }) => (EventType::Alter, None),
         _ => (EventType::Alter, None),
     }
 }
@@ -276,6 +277,13 @@ mod tests {
         check("ALTER TABLE t ADD UNIQUE KEY uk (a)", EventType::Cindex, "", "t");
         check("ALTER TABLE t ADD PRIMARY KEY (a)", EventType::Cindex, "", "t");
         check("ALTER TABLE t DROP INDEX idx", EventType::Dindex, "", "t");
+        check(
+            "ALTER TABLE t DROP PRIMARY KEY, ADD PRIMARY KEY (a, b)",
+            EventType::Alter,
+            "",
+            "t",
+        );
+        check("ALTER TABLE t DROP PRIMARY KEY", EventType::Alter, "", "t");
         check(
             "ALTER TABLE t MODIFY COLUMN a bigint unsigned",
             EventType::Alter,
