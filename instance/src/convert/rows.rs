@@ -182,7 +182,7 @@ fn read_time2(buf: &mut ParseBuf<'_>, fsp: u8) -> std::io::Result<mysql_common::
     };
     // The whole value as MySQL's packed form: seconds part << 24 | microseconds, signed.
     let packed = match fsp {
-        1 | 2 | 3 | 4 => {
+        1..=4 => {
             let (frac_bytes, scale) = if fsp <= 2 { (1, 10_000) } else { (2, 100) };
             let mut int_part = take(3)? - INT_OFFSET;
             let mut frac = take(frac_bytes)?;
