@@ -107,7 +107,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<()> 
         Some(identity) => match kube::Client::try_default().await {
             Ok(client) => {
                 tracing::info!(pod = %identity.pod, instance = %identity.instance, "reporting the role to Kubernetes");
-                let reporter = Reporter::new(client, identity);
+                let reporter = match election.as_ref().map(Election::leadership) {
+                    // Only a pod whose lease still holds may name itself the active one.
+                    Some(leadership) => Reporter::new(client, identity)
+                        .fenced_by(move || leadership.borrow().as_ref().is_some_and(|l| l.lease.holds())),
+                    None => Reporter::new(client, identity),
+                };
                 let consumers = destination.consumers().clone();
                 Some(tokio::spawn(reporter.run(
                     standing_for_report,

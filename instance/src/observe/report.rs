@@ -2,8 +2,14 @@
 //! selects the active pod) and server-side-applies its own `members` entry into the CanalInstance status under a
 //! per-pod field manager; the active pod also owns `activePod` and `position`.
 //!
-//! Reporting runs beside the data path and never waits on it: API errors are logged and retried on the next
-//! round. Outside Kubernetes (no POD_NAME, POD_NAMESPACE and CANAL_INSTANCE in the environment) nothing runs.
+//! Reporting runs beside the data path and never waits on it: API errors are logged and retried soon, backing off
+//! to the refresh period. Outside Kubernetes (no POD_NAME, POD_NAMESPACE and CANAL_INSTANCE in the environment)
+//! nothing runs.
+//!
+//! The active report is fenced like serving is: a process paused between deciding to report "active" and writing it
+//! (SIGSTOP, a long GC-like stall) could otherwise name itself active after another pod took over. So the write is
+//! dropped when this process no longer holds its lease, and it carries the resourceVersion it read, so a write that
+//! is late anyway is refused by the API server once another pod has reported.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +24,8 @@ use crate::ha::Standing;
 
 /// How often a pod refreshes its report even when nothing changed (its `lastSeen`).
 const REFRESH: Duration = Duration::from_secs(10);
+/// The first pause after a report failed; it doubles up to [`REFRESH`].
+const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// The label the client Service selects on.
 pub const ROLE_LABEL: &str = "canal.rs/role";
 
@@ -73,6 +81,8 @@ pub type SharedPosition = Arc<Mutex<Option<ReaderPosition>>>;
 pub struct Reporter {
     client: kube::Client,
     identity: PodIdentity,
+    /// Whether this process may still claim the active role (its lease holds); always, standalone.
+    still_active: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 fn role_name(standing: &Standing) -> &'static str {
@@ -84,7 +94,17 @@ fn role_name(standing: &Standing) -> &'static str {
 
 impl Reporter {
     pub fn new(client: kube::Client, identity: PodIdentity) -> Self {
-        Self { client, identity }
+        Self {
+            client,
+            identity,
+            still_active: Arc::new(|| true),
+        }
+    }
+
+    /// Fences the active report with `still_active`, checked right before the status is written.
+    pub fn fenced_by(mut self, still_active: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.still_active = Arc::new(still_active);
+        self
     }
 
     fn canal_instances(&self) -> Api<DynamicObject> {
@@ -107,6 +127,7 @@ impl Reporter {
             .await?;
 
         let active = role == "active";
+        let mut resource_version = None;
         let mut member = json!({
             "name": self.identity.pod,
             "role": role,
@@ -128,6 +149,11 @@ impl Reporter {
             // The pod that takes over counts the failover. It restates the count on every report, because
             // server-side apply drops fields a manager stops sending.
             let current = self.canal_instances().get_status(&self.identity.instance).await?;
+            if !(self.still_active)() {
+                tracing::info!("no longer holds the active lease; the active report is dropped");
+                return Ok(());
+            }
+            resource_version = current.metadata.resource_version.clone();
             let previous = &current.data["status"];
             let mut failovers = previous["failovers"].as_i64().unwrap_or(0);
             let mut last = previous["lastFailoverTime"].clone();
@@ -143,7 +169,11 @@ impl Reporter {
             }
         }
         status["members"] = json!([member]);
-        let body = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance", "status": status});
+        let mut body = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance", "status": status});
+        if let Some(version) = resource_version {
+            // A precondition: the status this report was computed from is still the current one.
+            body["metadata"] = json!({"resourceVersion": version});
+        }
         let manager = format!("canal-instance-{}", self.identity.pod);
         self.canal_instances()
             .patch_status(
@@ -167,12 +197,20 @@ impl Reporter {
         let mut refresh = tokio::time::interval(REFRESH);
         // Standalone, the standing never changes and its sender is gone; keep refreshing `lastSeen` anyway.
         let mut open = true;
+        let mut retry = FIRST_RETRY;
         loop {
             let current = standing.borrow_and_update().clone();
             let at = position.lock().unwrap_or_else(|p| p.into_inner()).clone();
             if let Err(e) = self.report(&current, at.as_ref(), &consumers()).await {
-                tracing::warn!(error = %e, "cannot report the pod's role to Kubernetes; retrying");
+                tracing::warn!(error = %e, retry_in = ?retry, "cannot report the pod's role to Kubernetes; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(retry) => {}
+                }
+                retry = (retry * 2).min(REFRESH);
+                continue;
             }
+            retry = FIRST_RETRY;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = standing.changed(), if open => open = changed.is_ok(),
@@ -195,6 +233,43 @@ mod tests {
         assert_eq!(PodIdentity::from_env(&|_| None), None);
         let partial = |k: &str| (k == "POD_NAME").then(|| "orders-0".to_string());
         assert_eq!(PodIdentity::from_env(&partial), None);
+    }
+
+    #[tokio::test]
+    async fn a_pod_whose_lease_lapsed_does_not_write_itself_active() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let reporter = Reporter::new(
+            kube::Client::new(service, "shop"),
+            PodIdentity {
+                pod: "orders-0".into(),
+                namespace: "shop".into(),
+                instance: "orders".into(),
+            },
+        )
+        .fenced_by(|| false);
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::PATCH, "the label first");
+            send.send_response(Response::builder().body(Body::from(b"{}".to_vec())).unwrap());
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::GET);
+            let current = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance",
+                "metadata": {"name": "orders", "namespace": "shop", "resourceVersion": "9"},
+                "status": {"activePod": "orders-1"}});
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&current).unwrap()))
+                    .unwrap(),
+            );
+            // No status write follows: the mock sees the client go away instead.
+            assert!(
+                handle.next_request().await.is_none(),
+                "no status write after the lease lapsed"
+            );
+        });
+        reporter.report(&Standing::Active, None, &[]).await.unwrap();
+        drop(reporter);
+        server.await.unwrap();
     }
 
     #[tokio::test]
@@ -225,7 +300,7 @@ mod tests {
                 "/apis/canal.rs/v1alpha1/namespaces/shop/canalinstances/orders/status"
             );
             let current = json!({"apiVersion": "canal.rs/v1alpha1", "kind": "CanalInstance",
-                "metadata": {"name": "orders", "namespace": "shop"},
+                "metadata": {"name": "orders", "namespace": "shop", "resourceVersion": "4711"},
                 "status": {"activePod": "orders-0", "failovers": 2}});
             send.send_response(
                 Response::builder()
@@ -242,6 +317,10 @@ mod tests {
             let body: serde_json::Value =
                 serde_json::from_slice(&request.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(body["status"]["activePod"], "orders-1");
+            assert_eq!(
+                body["metadata"]["resourceVersion"], "4711",
+                "the write is conditional on the status it was computed from"
+            );
             assert_eq!(body["status"]["position"], "mysql-bin.000003:4321");
             assert!(
                 body["status"]["lag"].as_str().unwrap().starts_with('2'),
