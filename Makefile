@@ -16,7 +16,7 @@ deps:
 k8s:
 	bash e2e/k8s/build.sh >/dev/null
 
-## tools: build helm, promtool and prometheus from Go modules into target/tools (about 15 minutes the
+## tools: build helm, promtool and prometheus from Go modules into target/tools (about 4 minutes the
 ## first time, then cached; see e2e/tools/build.sh)
 tools:
 	bash e2e/tools/build.sh >/dev/null
