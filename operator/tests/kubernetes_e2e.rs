@@ -388,6 +388,18 @@ fn active_pod(cluster: &Cluster) -> Option<String> {
     ci["status"]["activePod"].as_str().map(str::to_string)
 }
 
+/// Waits until the status names an active pod other than `previous`; returns it and when it was first seen.
+async fn next_active(cluster: &Cluster, previous: &str, what: &str) -> (String, SystemTime) {
+    canal_e2e::eventually(SETTLE, what, async || {
+        found(
+            active_pod(cluster).filter(|a| a != previous),
+            &format!("still {previous}, or none"),
+        )
+        .map(|pod| (pod, SystemTime::now()))
+    })
+    .await
+}
+
 /// `kubectl patch canalinstance orders --type merge` of its spec.
 fn patch_spec(cluster: &Cluster, spec: &str) {
     let patch = format!(r#"{{"spec":{spec}}}"#);
@@ -438,7 +450,6 @@ fn start_consumer(
     seen: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
-    let record = seen.clone();
     tokio::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
             let message = match client
@@ -472,7 +483,7 @@ fn start_consumer(
                 }
             }
             if client.ack(message.batch_id).await.is_ok() {
-                record.lock().unwrap().extend(rows);
+                seen.lock().unwrap().extend(rows);
             }
         }
     })
@@ -945,14 +956,7 @@ async fn canal_instance_on_a_real_api_server() {
     let hung = Instant::now();
     cluster.signal(&first_active, "STOP");
     let (second_active, shown) =
-        canal_e2e::eventually(SETTLE, "the status names the other pod after a hang", async || {
-            found(
-                active_pod(&cluster).filter(|a| *a != first_active),
-                "still the hung pod, or none",
-            )
-            .map(|pod| (pod, SystemTime::now()))
-        })
-        .await;
+        next_active(&cluster, &first_active, "the status names the other pod after a hang").await;
     eprintln!("failover shown in status {:.1?} after the hang", hung.elapsed());
     check_status_follows(&cluster, &second_active, shown);
     insert(mysql, "orders", 31..=40).await;
@@ -965,16 +969,10 @@ async fn canal_instance_on_a_real_api_server() {
     canal_e2e::eventually(SETTLE, "both pods ready again", async || both_ready(&cluster)).await;
     let deleted = Instant::now();
     cluster.kubectl_ok(&["delete", "pod", &second_active, "-n", NAMESPACE, "--wait=false"]);
-    let (third_active, shown) = canal_e2e::eventually(
-        SETTLE,
+    let (third_active, shown) = next_active(
+        &cluster,
+        &second_active,
         "the status names the other pod after kubectl delete pod",
-        async || {
-            found(
-                active_pod(&cluster).filter(|a| *a != second_active),
-                "still the deleted pod, or none",
-            )
-            .map(|pod| (pod, SystemTime::now()))
-        },
     )
     .await;
     eprintln!("active: {first_active} -> {second_active} -> {third_active}");
@@ -1115,13 +1113,7 @@ async fn canal_instance_on_a_real_api_server() {
             .await;
             let active = active_pod(&cluster).expect("an active pod");
             cluster.kubectl_ok(&["delete", "pod", &active, "-n", NAMESPACE, "--wait=false"]);
-            canal_e2e::eventually(SETTLE, "another pod is active", async || {
-                found(
-                    active_pod(&cluster).filter(|a| *a != active),
-                    "still the deleted pod, or none",
-                )
-            })
-            .await;
+            next_active(&cluster, &active, "another pod is active").await;
             insert(mysql, "orders", 81..=90).await;
             all_consumed(
                 &seen,

@@ -228,6 +228,16 @@ mod tests {
     use http::{Method, Request, Response};
     use kube::client::Body;
 
+    /// A reporter for pod `pod` of CanalInstance `shop/orders`, talking to `service`.
+    fn mocked_reporter(service: tower_test::mock::Mock<Request<Body>, Response<Body>>, pod: &str) -> Reporter {
+        let identity = PodIdentity {
+            pod: pod.into(),
+            namespace: "shop".into(),
+            instance: "orders".into(),
+        };
+        Reporter::new(kube::Client::new(service, "shop"), identity)
+    }
+
     #[test]
     fn nothing_runs_outside_kubernetes() {
         assert_eq!(PodIdentity::from_env(&|_| None), None);
@@ -238,15 +248,7 @@ mod tests {
     #[tokio::test]
     async fn a_pod_whose_lease_lapsed_does_not_write_itself_active() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let reporter = Reporter::new(
-            kube::Client::new(service, "shop"),
-            PodIdentity {
-                pod: "orders-0".into(),
-                namespace: "shop".into(),
-                instance: "orders".into(),
-            },
-        )
-        .fenced_by(|| false);
+        let reporter = mocked_reporter(service, "orders-0").fenced_by(|| false);
         let server = tokio::spawn(async move {
             let (request, send) = handle.next_request().await.unwrap();
             assert_eq!(request.method(), Method::PATCH, "the label first");
@@ -275,14 +277,7 @@ mod tests {
     #[tokio::test]
     async fn active_pod_labels_itself_and_applies_its_member_entry() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let reporter = Reporter::new(
-            kube::Client::new(service, "shop"),
-            PodIdentity {
-                pod: "orders-1".into(),
-                namespace: "shop".into(),
-                instance: "orders".into(),
-            },
-        );
+        let reporter = mocked_reporter(service, "orders-1");
         let server = tokio::spawn(async move {
             let (request, send) = handle.next_request().await.unwrap();
             assert_eq!(request.method(), Method::PATCH);
@@ -360,14 +355,7 @@ mod tests {
     #[tokio::test]
     async fn standby_reports_no_active_pod_or_position() {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let reporter = Reporter::new(
-            kube::Client::new(service, "shop"),
-            PodIdentity {
-                pod: "orders-0".into(),
-                namespace: "shop".into(),
-                instance: "orders".into(),
-            },
-        );
+        let reporter = mocked_reporter(service, "orders-0");
         let server = tokio::spawn(async move {
             let (_, send) = handle.next_request().await.unwrap();
             send.send_response(Response::builder().body(Body::from(b"{}".to_vec())).unwrap());
