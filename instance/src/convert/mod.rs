@@ -20,15 +20,37 @@ use prost::Message;
 
 use crate::binlog::gtid::{Gtid, GtidPosition, mysql_source};
 use crate::binlog::position::{BinlogPosition, ResumePoint};
-use crate::binlog::transaction::{MARIADB_GTID_EVENT, MariaDbGtid, QueryBoundary};
+use crate::binlog::transaction::{MARIADB_GTID_EVENT, MariaDbGtid, MariaDbXa, QueryBoundary};
 use crate::convert::filter::{FieldFilter, TableFilter};
 use crate::error::{Error, Result};
-use crate::protocol::entry::{self as canal, Entry, Header, RowChange, TransactionBegin, TransactionEnd};
+use crate::protocol::entry::{self as canal, Entry, Header, Pair, RowChange, TransactionBegin, TransactionEnd};
 use crate::protocol::{EntryType, EventType};
 use crate::schema::SchemaTracker;
 
 /// canal lets an empty transaction (all its rows filtered out) through at most this often, so cursors still move.
 const EMPTY_TRANSACTION_INTERVAL: Duration = Duration::from_secs(5);
+
+/// canal's `XA_TYPE` and `XA_XID` props.
+fn xa_props(xa_type: &str, xid: &str) -> Vec<Pair> {
+    vec![
+        Pair {
+            key: Some("XA_TYPE".into()),
+            value: Some(xa_type.into()),
+        },
+        Pair {
+            key: Some("XA_XID".into()),
+            value: Some(xid.into()),
+        },
+    ]
+}
+
+/// The XA props of an `XA ...` statement: its keywords, and the rest of the text as the XID.
+fn xa_statement_props(sql: &str) -> Vec<Pair> {
+    match QueryBoundary::xa(sql) {
+        Some((boundary, xid)) => xa_props(boundary.xa_type().unwrap_or_default(), xid),
+        None => Vec::new(),
+    }
+}
 
 /// What kind of boundary an entry is; the store and cursors care about transaction ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,7 +245,7 @@ impl Converter {
                 Vec::new()
             }
             Some(EventData::QueryEvent(query)) => self.query(&query.query(), &query.schema(), query.thread_id(), &info),
-            Some(EventData::XidEvent(xid)) => self.end(xid.xid.to_string(), &info),
+            Some(EventData::XidEvent(xid)) => self.end(xid.xid.to_string(), Vec::new(), &info),
             Some(EventData::RowsEvent(rows)) => self
                 .rows(&rows, &info)
                 .map_err(|message| self.decode_error(offset, message))?,
@@ -362,11 +384,12 @@ impl Converter {
         converted
     }
 
-    fn begin(&mut self, thread_id: u32, info: &EventInfo) -> Vec<Converted> {
+    fn begin(&mut self, thread_id: u32, props: Vec<Pair>, info: &EventInfo) -> Vec<Converted> {
         self.txn_start = Some(self.gtid_start.take().unwrap_or(info.offset));
         self.txn_has_content = false;
         let body = TransactionBegin {
             thread_id: Some(thread_id as i64),
+            props,
             ..Default::default()
         };
         let entry = Entry {
@@ -380,9 +403,10 @@ impl Converter {
         Vec::new()
     }
 
-    fn end(&mut self, transaction_id: String, info: &EventInfo) -> Vec<Converted> {
+    fn end(&mut self, transaction_id: String, props: Vec<Pair>, info: &EventInfo) -> Vec<Converted> {
         let body = TransactionEnd {
             transaction_id: Some(transaction_id),
+            props,
             ..Default::default()
         };
         let entry = Entry {
@@ -426,16 +450,52 @@ impl Converter {
             seq: gtid.seq,
         });
         self.gtid_start = Some(info.offset);
-        if gtid.standalone {
-            return Ok(Vec::new());
+        match gtid.xa {
+            // The XA COMMIT/ROLLBACK statement that follows is a group of its own, as on MySQL.
+            _ if gtid.standalone => Ok(Vec::new()),
+            Some(MariaDbXa::Completed(_)) => Ok(Vec::new()),
+            // MariaDB writes no XA START statement: the flag stands for it, so the BEGIN carries its props.
+            Some(MariaDbXa::Prepared(xid)) => Ok(self.begin(0, xa_props("XA START", &format!(" {xid}")), &info)),
+            None => Ok(self.begin(0, Vec::new(), &info)),
         }
-        Ok(self.begin(0, &info))
+    }
+
+    /// The second phase of an XA transaction: an XACOMMIT or XAROLLBACK entry, which no table filter applies to.
+    fn xa_outcome(&mut self, boundary: QueryBoundary, sql: &str, info: &EventInfo) -> Vec<Converted> {
+        let event_type = if boundary == QueryBoundary::XaCommit {
+            EventType::Xacommit
+        } else {
+            EventType::Xarollback
+        };
+        let change = RowChange {
+            event_type: Some(event_type as i32),
+            sql: Some(sql.to_string()),
+            props: xa_statement_props(sql),
+            ..Default::default()
+        };
+        let entry = Entry {
+            header: Some(self.header(info, "", "", Some(event_type))),
+            entry_type: Some(EntryType::Rowdata as i32),
+            store_value: Some(Bytes::from(change.encode_to_vec())),
+        };
+        let converted = self.converted(entry, EntryKind::Statement, info, 0);
+        if self.txn_start.is_some() {
+            return self.content(converted);
+        }
+        self.gtid_start = None;
+        vec![self.complete(converted)]
     }
 
     fn query(&mut self, sql: &str, session_schema: &str, thread_id: u32, info: &EventInfo) -> Vec<Converted> {
         match QueryBoundary::of(sql) {
-            QueryBoundary::Begin => return self.begin(thread_id, info),
-            QueryBoundary::Commit => return self.end("0".into(), info),
+            QueryBoundary::Begin => return self.begin(thread_id, Vec::new(), info),
+            QueryBoundary::Commit => return self.end("0".into(), Vec::new(), info),
+            QueryBoundary::XaStart => return self.begin(thread_id, xa_statement_props(sql), info),
+            // canal ends the transaction at XA END: the XA PREPARE event after it carries nothing for consumers.
+            QueryBoundary::XaEnd => return self.end("0".into(), xa_statement_props(sql), info),
+            boundary @ (QueryBoundary::XaCommit | QueryBoundary::XaRollback) => {
+                return self.xa_outcome(boundary, sql, info);
+            }
             QueryBoundary::Placeholder => return Vec::new(),
             QueryBoundary::Statement => {}
         }
