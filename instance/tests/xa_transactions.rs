@@ -110,7 +110,7 @@ async fn xa_phases_arrive_as_canal_delivers_them() {
     })
     .await;
     let xa = |kind: &str, xid: &str| format!("XA_TYPE={kind};XA_XID={xid}");
-    let expected = vec![
+    let expected = [
         format!("BEGIN [{}]", xa("XA START", " X'6731',X'6231',7")),
         "Insert xa_db.t rows=1".to_string(),
         format!("END 0 [{}]", xa("XA END", " X'6731',X'6231',7")),
