@@ -25,6 +25,7 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0
 WORKDIR /src
 # Only what the workspace needs to compile, so edits to docs, charts or examples keep this layer cached.
 COPY Cargo.toml Cargo.lock ./
+COPY third_party/ third_party/
 COPY operator/ operator/
 COPY instance/ instance/
 COPY e2e/Cargo.toml e2e/

@@ -15,6 +15,7 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0
 # the final stage puts them under this same directory.
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+COPY third_party/ third_party/
 COPY operator/ operator/
 COPY instance/ instance/
 COPY e2e/Cargo.toml e2e/

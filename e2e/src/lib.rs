@@ -7,6 +7,7 @@
 //! For Kubernetes, [`control_plane`] runs a real etcd, kube-apiserver and kube-controller-manager built from Go
 //! modules (`e2e/k8s/`), and [`kubelet`] is a clearly named stand-in that runs Pods as processes.
 
+pub mod canal_server;
 pub mod control_plane;
 pub mod kubelet;
 pub mod node;

@@ -200,5 +200,82 @@ async fn row_dml_and_ddl_toggles() {
         kinds.is_empty(),
         "dml: false drops statement INSERT, ddl: false drops ALTER; only DCL remains: {kinds:?}"
     );
+    let texts: Vec<String> = statements(&entries).into_iter().map(|(_, _, sql)| sql).collect();
+    assert!(
+        !texts.iter().any(|sql| sql.starts_with("INSERT")),
+        "dml: false drops the statement text of row events too (canal's filter.query.dml): {texts:?}"
+    );
     exec(db, schema, &["DROP DATABASE toggles_marker_db"]).await;
+}
+
+#[tokio::test]
+async fn statement_text_of_row_events_follows_the_table_filter() {
+    let db = MariaDb::shared();
+    let schema = "annotate_db";
+    setup_schema(db, "annotate_other_db", &["CREATE TABLE o (id INT PRIMARY KEY)"]).await;
+    setup_schema(
+        db,
+        schema,
+        &[
+            "CREATE TABLE t (id INT PRIMARY KEY)",
+            "CREATE TABLE marker (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    let fixture = Fixture::start(db, schema, "").await;
+    exec(
+        db,
+        schema,
+        &[
+            "INSERT INTO annotate_other_db.o VALUES (1)",
+            "INSERT INTO t VALUES (1)",
+            // One statement, an excluded table first: the text goes with the table that passes.
+            "UPDATE annotate_other_db.o, t SET o.id = 2, t.id = 2",
+            "INSERT INTO marker VALUES (1)",
+        ],
+    )
+    .await;
+    let mut client = fixture.client().await;
+    let entries = receive_until(&mut client, |e| {
+        is_marker(e) && e.header.as_ref().is_some_and(|h| h.event_type() == EventType::Insert)
+    })
+    .await;
+    let texts: Vec<(EventType, String, String)> = statements(&entries)
+        .into_iter()
+        .filter(|(kind, _, _)| *kind == EventType::Query)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (EventType::Query, String::new(), "INSERT INTO t VALUES (1)".to_string()),
+            (
+                EventType::Query,
+                String::new(),
+                "UPDATE annotate_other_db.o, t SET o.id = 2, t.id = 2".to_string()
+            ),
+            (
+                EventType::Query,
+                String::new(),
+                "INSERT INTO marker VALUES (1)".to_string()
+            ),
+        ],
+        "the text of each statement whose rows pass the filter, and no other (canal would deliver all four)"
+    );
+    let shape: Vec<EventType> = entries
+        .iter()
+        .filter(|e| e.entry_type() == EntryType::Rowdata)
+        .map(|e| e.header.clone().unwrap_or_default().event_type())
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            EventType::Query,
+            EventType::Insert,
+            EventType::Query,
+            EventType::Update,
+            EventType::Query,
+            EventType::Insert
+        ],
+        "each text comes right before its rows"
+    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use canal_e2e::{MariaDb, eventually, rss_kib};
 use canal_instance::client::GetWait;
-use canal_instance::protocol::entry::TransactionEnd;
+use canal_instance::protocol::entry::{RowChange, TransactionEnd};
 use canal_instance::protocol::{EntryType, EventType};
 use common::{Fixture, changes, exec, receive_rows, setup_schema, value_of};
 use prost::Message;
@@ -67,9 +67,35 @@ async fn transactions_arrive_whole_and_in_order() {
     assert_eq!(
         shape,
         [
-            "BEGIN", "INSERT", "UPDATE", "END", "BEGIN", "DELETE", "INSERT", "END", "ALTER", "BEGIN", "INSERT", "END"
+            "BEGIN", "QUERY", "INSERT", "QUERY", "UPDATE", "END", "BEGIN", "QUERY", "DELETE", "QUERY", "INSERT", "END",
+            "ALTER", "BEGIN", "QUERY", "INSERT", "END"
         ],
-        "the rolled-back transaction never reaches the binlog"
+        "the rolled-back transaction never reaches the binlog; each statement's text (MariaDB's annotate rows) comes \
+         before its rows"
+    );
+    let statements: Vec<String> = entries
+        .iter()
+        .filter(|e| e.header.clone().unwrap_or_default().event_type() == EventType::Query)
+        .map(|e| {
+            let change = RowChange::decode(e.store_value.clone().unwrap_or_default()).unwrap();
+            assert!(!change.is_ddl(), "a statement's text is not DDL");
+            assert_eq!(
+                e.header.clone().unwrap_or_default().schema_name(),
+                "",
+                "canal names no schema"
+            );
+            change.sql().to_string()
+        })
+        .collect();
+    assert_eq!(
+        statements,
+        [
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+            "UPDATE t SET v = 'c' WHERE id = 1",
+            "DELETE FROM t WHERE id = 2",
+            "INSERT INTO t VALUES (4, 'd')",
+            "INSERT INTO t VALUES (5, 'e', 7)",
+        ]
     );
     for end in entries.iter().filter(|e| e.entry_type() == EntryType::Transactionend) {
         let body = TransactionEnd::decode(end.store_value.clone().unwrap_or_default()).unwrap();

@@ -7,6 +7,7 @@ use canal_api::SourceConfig;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, OptsBuilder};
+use mysql_common::packets::BinlogDumpFlags;
 use mysql_common::packets::{GnoInterval, Sid, Tag};
 
 use crate::binlog::position::SourceAddress;
@@ -18,6 +19,9 @@ use crate::error::{Error, Result};
 const ER_ACCESS_DENIED: u16 = 1045;
 /// MariaDB's replica capability that makes it send its own GTID/checkpoint/list events instead of placeholders.
 const MARIADB_CAPABILITY_GTID: u8 = 4;
+/// MariaDB's COM_BINLOG_DUMP flag `BINLOG_SEND_ANNOTATE_ROWS_EVENT`: send the statement text before row events, as
+/// canal asks for (the bit is named for MySQL's meaning of 2 in mysql_common).
+const MARIADB_SEND_ANNOTATE_ROWS: BinlogDumpFlags = BinlogDumpFlags::BINLOG_THROUGH_POSITION;
 /// The source sends a heartbeat this often when idle, so a silent connection can be told from a dead one.
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(5);
 
@@ -481,6 +485,11 @@ impl BinlogSource {
             None => BinlogStreamRequest::new(self.server_id)
                 .with_filename(from.start.journal_name.as_bytes())
                 .with_pos(from.start.position),
+        };
+        let request = if facts.mariadb {
+            request.with_flags(MARIADB_SEND_ANNOTATE_ROWS)
+        } else {
+            request
         };
         let stream = conn.get_binlog_stream(request).await.map_err(|e| Error::BinlogDump {
             position: from.start.to_string(),

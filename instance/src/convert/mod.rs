@@ -27,6 +27,12 @@ use crate::protocol::entry::{self as canal, Entry, Header, Pair, RowChange, Tran
 use crate::protocol::{EntryType, EventType};
 use crate::schema::SchemaTracker;
 
+/// MariaDB's ANNOTATE_ROWS event: the text of the statement whose row events follow (mysql_common leaves it
+/// undecoded).
+const MARIADB_ANNOTATE_ROWS_EVENT: u8 = 160;
+/// The TABLE_MAP event type, the only event that may stand between a statement's text and its rows.
+const TABLE_MAP_EVENT: u8 = 19;
+
 /// canal lets an empty transaction (all its rows filtered out) through at most this often, so cursors still move.
 const EMPTY_TRANSACTION_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -121,6 +127,9 @@ pub struct Converter {
     /// A GTID event seen before its BEGIN query (MySQL) or before a standalone statement (MariaDB).
     gtid_start: Option<u64>,
     pending_begin: Option<Converted>,
+    /// The statement text of the row events that follow (MariaDB's annotate rows, MySQL's rows query), held back
+    /// until a TABLE_MAP shows that one of its tables passes the filter.
+    pending_statement: Option<PendingStatement>,
     txn_has_content: bool,
     last_empty_emit: Option<Instant>,
     skip: Option<ResumePoint>,
@@ -134,6 +143,14 @@ pub struct Converter {
     files: Vec<String>,
     /// `@@server_id` of the server whose binlog is read, when known.
     source_server_id: Option<u32>,
+}
+
+/// A row statement's text waiting for the table maps of its rows.
+struct PendingStatement {
+    sql: String,
+    info: EventInfo,
+    /// MySQL's rows query entry names the table (canal parses it from the text); MariaDB's annotate does not.
+    names_table: bool,
 }
 
 /// Event header facts every entry needs.
@@ -164,6 +181,7 @@ impl Converter {
             txn_start: None,
             gtid_start: None,
             pending_begin: None,
+            pending_statement: None,
             txn_has_content: false,
             last_empty_emit: None,
             skip: resume.skip_through.is_some().then(|| resume.clone()),
@@ -195,6 +213,14 @@ impl Converter {
             server_id: header.server_id(),
         };
         let offset = info.offset;
+        if raw_type != TABLE_MAP_EVENT {
+            // None of the statement's tables passed the filter: its text goes with them.
+            self.pending_statement = None;
+        }
+        if raw_type == MARIADB_ANNOTATE_ROWS_EVENT {
+            self.hold_statement(String::from_utf8_lossy(event.data()).into_owned(), info, false);
+            return Ok(Vec::new());
+        }
         if raw_type == MARIADB_GTID_EVENT {
             return self
                 .mariadb_gtid(event.data(), info)
@@ -214,6 +240,11 @@ impl Converter {
             }
             Some(EventData::TableMapEvent(tme)) => {
                 let table_id = tme.table_id();
+                // Only a held statement needs the names past the table map.
+                let names = self
+                    .pending_statement
+                    .is_some()
+                    .then(|| (tme.database_name().into_owned(), tme.table_name().into_owned()));
                 let at = self.at(offset);
                 let described = self
                     .schema
@@ -225,6 +256,13 @@ impl Converter {
                     let delivered = self.options.fields.mask(&info.schema, &info.table, &names);
                     self.delivered.insert(table_id, delivered);
                 }
+                match names {
+                    Some((schema, table)) => self.release_statement(&schema, &table),
+                    None => Vec::new(),
+                }
+            }
+            Some(EventData::RowsQueryEvent(query)) => {
+                self.hold_statement(query.query().into_owned(), info, true);
                 Vec::new()
             }
             Some(EventData::GtidEvent(gtid)) => {
@@ -457,6 +495,42 @@ impl Converter {
             // MariaDB writes no XA START statement: the flag stands for it, so the BEGIN carries its props.
             Some(MariaDbXa::Prepared(xid)) => Ok(self.begin(0, xa_props("XA START", &format!(" {xid}")), &info)),
             None => Ok(self.begin(0, Vec::new(), &info)),
+        }
+    }
+
+    /// Keeps a row statement's text until the table maps after it show whether its rows are delivered.
+    fn hold_statement(&mut self, sql: String, info: EventInfo, names_table: bool) {
+        if self.options.dml {
+            self.pending_statement = Some(PendingStatement { sql, info, names_table });
+        }
+    }
+
+    /// Delivers the held statement text, as a QUERY entry before its rows, once a table it writes passes the
+    /// filter. canal delivers it whatever the filter says; a consumer of one schema should not see another's SQL.
+    fn release_statement(&mut self, schema: &str, table: &str) -> Vec<Converted> {
+        let accepted = self.filter.read().map(|f| f.accepts(schema, table)).unwrap_or(true);
+        if !accepted {
+            return Vec::new();
+        }
+        let Some(pending) = self.pending_statement.take() else {
+            return Vec::new();
+        };
+        let change = RowChange {
+            event_type: Some(EventType::Query as i32),
+            sql: Some(pending.sql),
+            ..Default::default()
+        };
+        let table = if pending.names_table { table } else { "" };
+        let entry = Entry {
+            header: Some(self.header(&pending.info, "", table, Some(EventType::Query))),
+            entry_type: Some(EntryType::Rowdata as i32),
+            store_value: Some(Bytes::from(change.encode_to_vec())),
+        };
+        let converted = self.converted(entry, EntryKind::Statement, &pending.info, 0);
+        if self.txn_start.is_some() {
+            self.content(converted)
+        } else {
+            vec![converted]
         }
     }
 

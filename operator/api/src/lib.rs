@@ -152,7 +152,8 @@ pub struct FilterConfig {
     /// Deliver TRANSACTIONBEGIN and TRANSACTIONEND entries (the inverse of canal.instance.filter.transaction.entry).
     #[serde(default = "default_true")]
     pub transaction_entries: bool,
-    /// Deliver statement-based DML (INSERT/UPDATE/DELETE in QUERY events) (the inverse of
+    /// Deliver statement-based DML (INSERT/UPDATE/DELETE in QUERY events) and the text of the statement before
+    /// its row changes (MariaDB's annotate rows, MySQL's rows query events), as QUERY entries (the inverse of
     /// canal.instance.filter.query.dml).
     #[serde(default = "default_true")]
     pub dml: bool,
