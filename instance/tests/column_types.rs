@@ -24,7 +24,9 @@ const TABLE: &str = "CREATE TABLE all_types (
     t_binary BINARY(4), t_varbinary VARBINARY(8),
     t_tinyblob TINYBLOB, t_blob BLOB, t_mediumblob MEDIUMBLOB, t_longblob LONGBLOB,
     t_tinytext TINYTEXT, t_text TEXT, t_mediumtext MEDIUMTEXT, t_longtext LONGTEXT,
-    t_enum ENUM('a','b','c'), t_set SET('x','y','z'), t_json JSON, t_geo GEOMETRY
+    t_enum ENUM('a','b','c'), t_set SET('x','y','z'), t_json JSON, t_geo GEOMETRY,
+    t_bool TINYINT(1), t_int3 INT(3), t_zerofill INT UNSIGNED ZEROFILL, t_float73 FLOAT(7,3), t_double104 DOUBLE(10,4),
+    t_char_bin CHAR(3) CHARACTER SET binary, t_enum_latin1 ENUM('café','naïve') CHARACTER SET latin1
 ) DEFAULT CHARSET=utf8mb4";
 
 const INSERT: &str = "INSERT INTO all_types VALUES (1,
@@ -38,7 +40,8 @@ const INSERT: &str = "INSERT INTO all_types VALUES (1,
     'ab', 'héllo 😀', 'café', x'00ff', x'00ff80',
     x'01', x'0203', x'04', x'ff00',
     'tiny', 'text', 'medium', 'long',
-    'b', 'x,z', '{\"a\": [1, 2]}', ST_GeomFromText('POINT(1 2)'))";
+    'b', 'x,z', '{\"a\": [1, 2]}', ST_GeomFromText('POINT(1 2)'),
+    1, 7, 42, 1.5, 2.25, 'ab', 'naïve')";
 
 const INSERT_NULLS: &str = "INSERT INTO all_types (id) VALUES (2)";
 
@@ -91,6 +94,14 @@ const EXPECTED: &[(&str, &str, i32, &str)] = &[
     ("t_set", "5", -7, "set('x','y','z')"),
     // MariaDB's JSON is LONGTEXT with a check constraint: it arrives as text.
     ("t_json", "{\"a\": [1, 2]}", 2005, "longtext"),
+    // Declared widths, ZEROFILL and FLOAT(M,D) are not in the binlog: they come from the schema history.
+    ("t_bool", "1", -6, "tinyint(1)"),
+    ("t_int3", "7", 4, "int(3)"),
+    ("t_zerofill", "42", 4, "int(10) unsigned zerofill"),
+    ("t_float73", "1.5", 7, "float(7,3)"),
+    ("t_double104", "2.25", 8, "double(10,4)"),
+    ("t_char_bin", "ab", 2004, "binary(3)"),
+    ("t_enum_latin1", "2", 4, "enum('café','naïve')"),
 ];
 
 /// sqlType of each nullable column when NULL (no unsigned bump; SET and GEOMETRY map to BLOB).
@@ -158,7 +169,7 @@ async fn every_column_type_renders_like_canal() {
     // INSERT: every column has canal's value, types and flags; every insert column is `updated`.
     let after = &rows[0].row.after_columns;
     assert!(rows[0].row.before_columns.is_empty());
-    assert_eq!(after.len(), 46);
+    assert_eq!(after.len(), 53);
     for (i, c) in after.iter().enumerate() {
         assert_eq!(c.index(), i as i32, "{}", c.name());
         assert_eq!(c.is_key(), c.name() == "id", "isKey of {}", c.name());
@@ -192,7 +203,7 @@ async fn every_column_type_renders_like_canal() {
 
     // UPDATE: before image all not-updated; after image marks exactly the changed columns.
     let update = &rows[2].row;
-    assert_eq!(update.before_columns.len(), 46);
+    assert_eq!(update.before_columns.len(), 53);
     assert!(update.before_columns.iter().all(|c| !c.updated()));
     assert_eq!(column(&update.before_columns, "t_varchar").value(), "héllo 😀");
     let changed: Vec<&str> = update
@@ -209,4 +220,51 @@ async fn every_column_type_renders_like_canal() {
     assert!(delete.after_columns.is_empty());
     assert_eq!(column(&delete.before_columns, "id").value(), "2");
     assert!(delete.before_columns.iter().all(|c| !c.updated()));
+}
+
+#[tokio::test]
+async fn declared_types_follow_the_ddl_read_from_the_binlog() {
+    let db = MariaDb::shared();
+    setup_schema(db, "declared_db", &[]).await;
+    let fixture = Fixture::start(db, "declared_db", "").await;
+    exec(
+        db,
+        "declared_db",
+        &[
+            "CREATE TABLE d (id INT UNSIGNED PRIMARY KEY, flag BOOL, code INT(4) ZEROFILL, price FLOAT(7,3), \
+             raw CHAR(2) CHARACTER SET binary, kind ENUM('é','ü') CHARACTER SET latin1, born YEAR)",
+            "INSERT INTO d VALUES (1, 1, 5, 1.25, 'a', 'ü', 2024)",
+            "ALTER TABLE d MODIFY flag TINYINT(2), MODIFY code BIGINT",
+            "INSERT INTO d VALUES (2, 2, 6, 1.5, 'b', 'é', 2025)",
+        ],
+    )
+    .await;
+    let mut client = fixture.client().await;
+    let rows = changes(&receive_rows(&mut client, 2, Duration::from_secs(30)).await);
+    let types = |row: usize| -> Vec<String> {
+        rows[row]
+            .row
+            .after_columns
+            .iter()
+            .map(|c| c.mysql_type().to_string())
+            .collect()
+    };
+    assert_eq!(
+        types(0),
+        [
+            "int(10) unsigned",
+            "tinyint(1)",
+            "int(4) unsigned zerofill",
+            "float(7,3)",
+            "binary(2)",
+            "enum('é','ü')",
+            "year(4)"
+        ],
+        "as MariaDB's information_schema reports the CREATE TABLE"
+    );
+    assert_eq!(
+        &types(1)[1..3],
+        ["tinyint(2)", "bigint(20)"],
+        "the row after the ALTER has the new declarations"
+    );
 }

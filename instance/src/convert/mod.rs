@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::protocol::entry::{self as canal, Entry, Header, Pair, RowChange, TransactionBegin, TransactionEnd};
 use crate::protocol::{EntryType, EventType};
 use crate::schema::SchemaTracker;
+use crate::schema::column_type::Dialect;
 
 /// MariaDB's ANNOTATE_ROWS event: the text of the statement whose row events follow (mysql_common leaves it
 /// undecoded).
@@ -135,6 +136,8 @@ pub struct Converter {
     skip: Option<ResumePoint>,
     /// Whether the binlog was written by MariaDB, from its format description event.
     mariadb: bool,
+    /// How the server that wrote the binlog prints column types, from the same event.
+    dialect: Dialect,
     /// The GTID of the transaction being read (MariaDB `domain-server-seq`, MySQL `uuid:gno`).
     txn_gtid: Option<Gtid>,
     /// The GTID position after the transactions completed so far.
@@ -186,6 +189,7 @@ impl Converter {
             last_empty_emit: None,
             skip: resume.skip_through.is_some().then(|| resume.clone()),
             mariadb: false,
+            dialect: Dialect::default(),
             txn_gtid: None,
             gtids: GtidPosition::default(),
             files: Vec::new(),
@@ -235,7 +239,8 @@ impl Converter {
                 Vec::new()
             }
             Some(EventData::FormatDescriptionEvent(fde)) => {
-                self.mariadb = fde.server_version().contains("MariaDB");
+                self.dialect = Dialect::of_server(&fde.server_version());
+                self.mariadb = self.dialect.is_mariadb();
                 Vec::new()
             }
             Some(EventData::TableMapEvent(tme)) => {
@@ -248,7 +253,7 @@ impl Converter {
                 let at = self.at(offset);
                 let described = self
                     .schema
-                    .map_table(tme, event.data(), self.mariadb, &at)
+                    .map_table(tme, event.data(), self.dialect, &at)
                     .map_err(|e| self.decode_error(offset, e.to_string()))?;
                 if described && let Some(table) = self.schema.table(table_id) {
                     let info = &table.info;

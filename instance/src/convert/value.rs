@@ -7,8 +7,7 @@ use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::value::Value;
 
-use mysql_common::collations::{Collation, CollationId};
-
+use crate::schema::charset::{decode_text, latin1};
 use crate::schema::table::ColumnInfo;
 
 /// java.sql.Types codes used by canal.
@@ -365,37 +364,6 @@ fn timestamp_text(secs: i64, micros: u32, fsp: u8, tz: &jiff::tz::TimeZone) -> R
         local.strftime("%Y-%m-%d %H:%M:%S"),
         fraction(micros, fsp)
     ))
-}
-
-/// Maps each byte to the character with the same code point, as canal does for binary data (ISO-8859-1).
-pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| *b as char).collect()
-}
-
-/// Decodes text in the column's character set; collation 0 (unknown) is read as UTF-8.
-pub fn decode_text(bytes: &[u8], collation: u16) -> String {
-    let resolved = (collation != 0).then(|| Collation::resolve(CollationId::from(collation)));
-    let charset = resolved.as_ref().map_or("utf8mb4", |c| c.charset());
-    let label = match charset {
-        "utf8mb4" | "utf8mb3" | "utf8" => return String::from_utf8_lossy(bytes).into_owned(),
-        "binary" => return latin1(bytes),
-        "latin1" | "ascii" => "windows-1252",
-        "gb2312" | "gbk" => "gbk",
-        "sjis" | "cp932" => "shift_jis",
-        "ujis" | "eucjpms" => "euc-jp",
-        "euckr" => "euc-kr",
-        "latin2" => "iso-8859-2",
-        "greek" => "iso-8859-7",
-        "hebrew" => "iso-8859-8",
-        "koi8r" => "koi8-r",
-        "koi8u" => "koi8-u",
-        "ucs2" | "utf16" => "utf-16be",
-        other => other,
-    };
-    match encoding_rs::Encoding::for_label(label.as_bytes()) {
-        Some(encoding) => encoding.decode_without_bom_handling(bytes).0.into_owned(),
-        None => String::from_utf8_lossy(bytes).into_owned(),
-    }
 }
 
 /// Java's `Float.toString`/`Double.toString`: the shortest digits that read back to the same value, written plain

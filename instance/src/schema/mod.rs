@@ -6,6 +6,8 @@
 //! the binlog ([`evolve`] works out what each DDL statement does to them), and [`ddl`] parses each statement once and
 //! classifies it (which entry type, which table).
 
+pub mod charset;
+pub mod column_type;
 pub mod ddl;
 pub mod evolve;
 pub mod history;

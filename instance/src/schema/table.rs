@@ -3,16 +3,15 @@
 //! With `binlog_row_metadata=FULL` the table map carries column names, signedness, character sets, primary key
 //! and ENUM/SET members, which is everything canal needs from its table-meta database, and it always describes the
 //! table as it was when the row was written. Without it, [`TableInfo::complete_from`] fills the gaps from the schema
-//! history ([`crate::schema::history`]). `mysqlType` is rebuilt from the binlog type and its metadata (display widths are
-//! MySQL's defaults, since the binlog does not carry them).
-
-use std::collections::HashMap;
-use std::sync::LazyLock;
+//! history ([`crate::schema::history`]). `mysqlType` comes from the history's declaration where it describes the table
+//! map ([`TableInfo::declare_types`]), since the binlog carries no display widths or ZEROFILL; otherwise it is rebuilt
+//! from the binlog type and its metadata, with default widths.
 
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
-use mysql_common::collations::{Collation, CollationId};
 use mysql_common::constants::ColumnType;
 
+use crate::schema::charset::{charset_of, decode_text, default_collation};
+use crate::schema::column_type::{Dialect, column_type};
 use crate::schema::history::ColumnDef;
 
 /// The binary pseudo character set: such columns hold bytes, not text.
@@ -28,6 +27,8 @@ pub struct TableInfo {
     pub has_names: bool,
     /// Whether the table map carried signedness (binlog_row_metadata MINIMAL or FULL; not NO_LOG or MySQL 5.7).
     pub has_signedness: bool,
+    /// The server that wrote the binlog, for how it prints column types.
+    pub dialect: Dialect,
 }
 
 /// One column of a [`TableInfo`].
@@ -75,10 +76,11 @@ pub struct TableMapError {
 impl TableInfo {
     /// Describes the table of `tme`. Fails on a malformed map instead of guessing.
     ///
-    /// `mariadb` says who wrote the binlog: MariaDB lists GEOMETRY columns among the character columns of the
+    /// `dialect` says who wrote the binlog: MariaDB lists GEOMETRY columns among the character columns of the
     /// charset metadata (with the binary charset) and MySQL does not, so the columns after a GEOMETRY one would
     /// otherwise take their neighbour's charset.
-    pub fn from_table_map(tme: &TableMapEvent<'_>, mariadb: bool) -> Result<Self, TableMapError> {
+    pub fn from_table_map(tme: &TableMapEvent<'_>, dialect: Dialect) -> Result<Self, TableMapError> {
+        let mariadb = dialect.is_mariadb();
         let schema = tme.database_name().into_owned();
         let table = tme.table_name().into_owned();
         let fail = |message: String| TableMapError {
@@ -141,6 +143,7 @@ impl TableInfo {
                 ColumnType::MYSQL_TYPE_SET => sets.next().unwrap_or_default(),
                 _ => Vec::new(),
             };
+            let members = members.iter().map(|m| decode_text(m, collation)).collect();
             let mut column = ColumnInfo {
                 index,
                 name,
@@ -152,7 +155,7 @@ impl TableInfo {
                 members,
                 mysql_type: String::new(),
             };
-            column.mysql_type = mysql_type(&column);
+            column.mysql_type = rebuilt_type(&column, dialect);
             columns.push(column);
         }
         Ok(Self {
@@ -161,6 +164,7 @@ impl TableInfo {
             columns,
             has_names,
             has_signedness,
+            dialect,
         })
     }
 
@@ -198,10 +202,28 @@ impl TableInfo {
             if column.collation == 0 {
                 column.collation = def.charset.as_deref().map(default_collation).unwrap_or(0);
             }
-            column.mysql_type = mysql_type(column);
+            column.mysql_type = rebuilt_type(column, self.dialect);
         }
         self.has_names = true;
         Ok(())
+    }
+
+    /// Takes each column's `mysqlType` from its declaration in the schema history, which has what the binlog lacks
+    /// (display widths, ZEROFILL, FLOAT(M,D)), when that declaration describes this table map: the same columns,
+    /// of types that fit, under the same names. Otherwise the types rebuilt from the binlog stay.
+    pub fn declare_types(&mut self, definition: &[ColumnDef]) -> bool {
+        let describes = definition.len() == self.columns.len()
+            && self.columns.iter().zip(definition).all(|(column, def)| {
+                fits(column.column_type, def.base_type()) && column.name.eq_ignore_ascii_case(&def.name)
+            });
+        if !describes {
+            return false;
+        }
+        for (column, def) in self.columns.iter_mut().zip(definition) {
+            let binary = def.charset.as_deref() == Some("binary");
+            column.mysql_type = column_type(&def.type_text, binary, self.dialect);
+        }
+        true
     }
 }
 
@@ -275,32 +297,8 @@ fn fits(column_type: ColumnType, base: &str) -> bool {
     allowed.contains(&base)
 }
 
-/// The default collation id of a character set named as `information_schema` or a DDL names it; 0 when unknown.
-fn default_collation(charset: &str) -> u16 {
-    static DEFAULTS: LazyLock<HashMap<String, u16>> = LazyLock::new(|| {
-        let mut defaults = HashMap::new();
-        for id in 1..=2047u16 {
-            let c = Collation::resolve(CollationId::from(id));
-            if c.is_default() && c.id() as u16 == id {
-                defaults.entry(c.charset().to_ascii_lowercase()).or_insert(id);
-            }
-        }
-        defaults
-    });
-    let charset = charset.to_ascii_lowercase();
-    let alias = match charset.as_str() {
-        "utf8" => "utf8mb3",
-        "utf8mb3" => "utf8",
-        other => other,
-    };
-    DEFAULTS
-        .get(&charset)
-        .or_else(|| DEFAULTS.get(alias))
-        .copied()
-        .unwrap_or(0)
-}
-
-type Members = std::vec::IntoIter<Vec<String>>;
+/// Each ENUM or SET column's member names as the table map has them: bytes in the column's character set.
+type Members = std::vec::IntoIter<Vec<Vec<u8>>>;
 
 fn members(tme: &TableMapEvent<'_>) -> std::io::Result<(Members, Members)> {
     let mut enums = Vec::new();
@@ -309,12 +307,12 @@ fn members(tme: &TableMapEvent<'_>) -> std::io::Result<(Members, Members)> {
         match field? {
             OptionalMetadataField::EnumStrValue(values) => {
                 for column in values.iter_values() {
-                    enums.push(column?.values().iter().map(|v| v.value().into_owned()).collect());
+                    enums.push(column?.values().iter().map(|v| v.value_raw().to_vec()).collect());
                 }
             }
             OptionalMetadataField::SetStrValue(values) => {
                 for column in values.iter_values() {
-                    sets.push(column?.values().iter().map(|v| v.value().into_owned()).collect());
+                    sets.push(column?.values().iter().map(|v| v.value_raw().to_vec()).collect());
                 }
             }
             _ => {}
@@ -357,12 +355,6 @@ fn check_meta_len(column_type: ColumnType, meta: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The collation's character set name and maximum bytes per character.
-pub fn charset_of(collation: u16) -> (String, u8) {
-    let c = Collation::resolve(CollationId::from(collation));
-    (c.charset().to_string(), c.max_len().max(1))
-}
-
 fn quoted_list(members: &[String]) -> String {
     let quoted: Vec<String> = members.iter().map(|m| format!("'{}'", m.replace('\'', "''"))).collect();
     quoted.join(",")
@@ -376,8 +368,13 @@ fn with_fsp(base: &str, fsp: u8) -> String {
     }
 }
 
-/// The column type as MySQL prints it in SHOW CREATE TABLE, lowercase.
-fn mysql_type(c: &ColumnInfo) -> String {
+/// The column type as far as the binlog tells it, as `dialect` prints it: default display widths, no ZEROFILL.
+fn rebuilt_type(c: &ColumnInfo, dialect: Dialect) -> String {
+    column_type(&binlog_type(c), c.is_binary(), dialect)
+}
+
+/// The column type as far as the binlog tells it, with MariaDB's default display widths.
+fn binlog_type(c: &ColumnInfo) -> String {
     use ColumnType::*;
     let unsigned = |signed: &str, unsigned: &str| {
         if c.unsigned {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use mysql_common::binlog::events::TableMapEvent;
 
+use super::column_type::Dialect;
 use super::ddl::{self, Statement};
 use super::history::{Change, ColumnDef, SchemaHistory, TableHistory};
 use super::table::{TableInfo, TableMapError};
@@ -115,7 +116,7 @@ impl SchemaTracker {
         &mut self,
         map: TableMapEvent<'_>,
         raw: &[u8],
-        mariadb: bool,
+        dialect: Dialect,
         at: &BinlogPosition,
     ) -> std::result::Result<bool, TableMapError> {
         let table_id = map.table_id();
@@ -126,9 +127,12 @@ impl SchemaTracker {
         {
             return Ok(false);
         }
-        let mut info = TableInfo::from_table_map(&map, mariadb)?;
+        let mut info = TableInfo::from_table_map(&map, dialect)?;
         if !info.has_names || !info.has_signedness {
             self.complete_from_history(&mut info, at);
+        }
+        if let Some(definition) = self.history.columns_at(&info.schema, &info.table, at) {
+            info.declare_types(definition);
         }
         self.tables.insert(
             table_id,
