@@ -8,7 +8,10 @@
 //!
 //! - the history starts from `information_schema` when it is empty (the *seed*, valid up to where the binlog ended
 //!   when it was read, and used for earlier events too, as nothing better is known);
-//! - every DDL read from the binlog adds a version at its position (replaying a DDL already recorded adds nothing);
+//! - every DDL read from the binlog adds a version at its position (replaying a DDL already recorded adds nothing),
+//!   evolving the version in force just before it; so a CREATE TABLE read before the seed's position defines the
+//!   table from there on, and the ALTERs after it evolve it, while an ALTER of a table whose CREATE was not read is
+//!   left to the seed, which already includes it;
 //! - a row event decodes with the version in force at its position, so events from before an ALTER keep the old
 //!   columns even when they are replayed after it;
 //! - a DDL the parser cannot follow marks the table unknown from there on, rather than guessing.
@@ -21,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::column_type::{Dialect, column_type};
 use super::evolve::{is_byte_string, quoted_members};
 use crate::binlog::position::BinlogPosition;
 
@@ -86,6 +90,9 @@ pub struct Version {
     pub since: BinlogPosition,
     /// `None` once the table is dropped, renamed away, or changed by a DDL that could not be followed.
     pub columns: Option<Vec<ColumnDef>>,
+    /// Read from `information_schema` (the seed) rather than worked out from a DDL in the binlog.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seed: bool,
 }
 
 /// The versions of one table, oldest first; the unit of persistence.
@@ -154,22 +161,54 @@ impl SchemaHistory {
                 vec![Version {
                     since: at.clone(),
                     columns: Some(columns),
+                    seed: true,
                 }],
             );
             self.changed.insert(key);
         }
     }
 
-    /// The columns of `schema.table` for an event at `at`: the version in force there, or the oldest one known
-    /// when `at` precedes them all (the seed describes the table as best known for earlier events).
+    /// The columns of `schema.table` for an event at `at`: the version in force there, or, when `at` precedes them
+    /// all, the seed (it describes the table as best known for earlier events), else the oldest version.
     pub fn columns_at(&self, schema: &str, table: &str, at: &BinlogPosition) -> Option<&[ColumnDef]> {
         let versions = self.tables.get(&(schema.to_string(), table.to_string()))?;
         let version = versions
             .iter()
             .rev()
             .find(|v| precedes_or_equals(&v.since, at))
+            .or_else(|| versions.iter().find(|v| v.seed))
             .or_else(|| versions.first())?;
         version.columns.as_deref()
+    }
+
+    /// When the version in force at `at` is the seed and a definition worked out from the binlog's DDL precedes it,
+    /// and the two disagree (other columns, or types of another family): the column names of each, the binlog's
+    /// first. Reading DDL from before the seed must arrive where `information_schema` stood.
+    pub fn seed_disagreement(
+        &self,
+        schema: &str,
+        table: &str,
+        at: &BinlogPosition,
+    ) -> Option<(Vec<String>, Vec<String>)> {
+        let versions = self.tables.get(&(schema.to_string(), table.to_string()))?;
+        let index = versions.iter().rposition(|v| precedes_or_equals(&v.since, at))?;
+        let seed = versions.get(index).filter(|v| v.seed)?.columns.as_ref()?;
+        let derived = versions.get(index.checked_sub(1)?)?.columns.as_ref()?;
+        let family = |c: &ColumnDef| {
+            let binary = c.charset.as_deref() == Some("binary");
+            let declared = column_type(&c.type_text, binary, Dialect::MariaDb);
+            let end = declared
+                .find(|ch: char| !ch.is_ascii_alphanumeric())
+                .unwrap_or(declared.len());
+            declared[..end].to_string()
+        };
+        let agree = derived.len() == seed.len()
+            && derived
+                .iter()
+                .zip(seed)
+                .all(|(d, s)| d.name.eq_ignore_ascii_case(&s.name) && family(d) == family(s));
+        let names = |columns: &[ColumnDef]| columns.iter().map(|c| c.name.clone()).collect();
+        (!agree).then(|| (names(derived), names(seed)))
     }
 
     /// The tables changed since the last call, with all their versions.
@@ -195,21 +234,34 @@ impl SchemaHistory {
             .extend(tables.iter().map(|t| (t.schema.clone(), t.table.clone())));
     }
 
-    pub(super) fn current(&self, key: &Key) -> Option<&Vec<ColumnDef>> {
-        self.tables.get(key)?.last()?.columns.as_ref()
+    /// The columns in force at `at` (a version at `at` itself included), with no fallback to later versions: what a
+    /// DDL read at `at` evolves.
+    pub(super) fn in_force(&self, key: &Key, at: &BinlogPosition) -> Option<&Vec<ColumnDef>> {
+        let versions = self.tables.get(key)?;
+        versions
+            .iter()
+            .rev()
+            .find(|v| precedes_or_equals(&v.since, at))?
+            .columns
+            .as_ref()
     }
 
-    /// Adds a version at `at` unless the table already has one at or after it (the DDL was seen before, or the
-    /// seed was read after it). Returns whether it was added.
+    /// Adds a version at `at`, in binlog order, unless the table already has one there (the DDL was read before).
+    /// Returns whether it was added.
     pub(super) fn push(&mut self, key: &Key, at: &BinlogPosition, columns: Option<Vec<ColumnDef>>) -> bool {
         let versions = self.tables.entry(key.clone()).or_default();
-        if versions.last().is_some_and(|v| precedes_or_equals(at, &v.since)) {
+        if versions.iter().any(|v| v.since == *at) {
             return false;
         }
-        versions.push(Version {
-            since: at.clone(),
-            columns,
-        });
+        let index = versions.partition_point(|v| precedes_or_equals(&v.since, at));
+        versions.insert(
+            index,
+            Version {
+                since: at.clone(),
+                columns,
+                seed: false,
+            },
+        );
         self.changed.insert(key.clone());
         true
     }
@@ -355,5 +407,75 @@ mod tests {
         let mut history = created();
         history.apply_ddl("CREATE TABLE t2 LIKE t", "shop", &at(300));
         assert_eq!(names(&history, "t2", 400), names(&history, "t", 400));
+    }
+
+    #[test]
+    fn a_create_read_before_the_seed_defines_the_table_and_its_alters_evolve_it() {
+        let def = |name: &str, type_text: &str| ColumnDef {
+            name: name.into(),
+            type_text: type_text.into(),
+            primary_key: name == "a",
+            charset: None,
+            members: Vec::new(),
+        };
+        let mut history = SchemaHistory::default();
+        history.seed(
+            vec![(
+                "shop".into(),
+                "r".into(),
+                vec![def("a", "int(11)"), def("c", "int(11)")],
+            )],
+            &at(1000),
+        );
+        history.apply_ddl("CREATE TABLE r (a INT PRIMARY KEY, b VARCHAR(10))", "shop", &at(100));
+        history.apply_ddl("ALTER TABLE r ADD c INT AFTER a", "shop", &at(200));
+        history.apply_ddl("ALTER TABLE r DROP b", "shop", &at(300));
+        assert_eq!(names(&history, "r", 150).unwrap(), ["a", "b"]);
+        assert_eq!(names(&history, "r", 250).unwrap(), ["a", "c", "b"]);
+        assert_eq!(names(&history, "r", 350).unwrap(), ["a", "c"]);
+        assert_eq!(names(&history, "r", 2000).unwrap(), ["a", "c"]);
+        assert_eq!(history.seed_disagreement("shop", "r", &at(2000)), None);
+        // Read again (a restart before the DDL): nothing changes.
+        history.take_changed();
+        assert!(
+            history
+                .apply_ddl("ALTER TABLE r ADD c INT AFTER a", "shop", &at(200))
+                .is_empty()
+        );
+        assert!(history.take_changed().is_empty());
+        // An ALTER of a table whose CREATE was not read is already in the seed.
+        history.seed(vec![("shop".into(), "s".into(), vec![def("a", "int(11)")])], &at(1000));
+        assert!(
+            history
+                .apply_ddl("ALTER TABLE s ADD z INT", "shop", &at(400))
+                .is_empty()
+        );
+        assert_eq!(names(&history, "s", 500).unwrap(), ["a"]);
+    }
+
+    #[test]
+    fn ddl_that_does_not_arrive_at_the_seed_is_reported() {
+        let def = |name: &str| ColumnDef {
+            name: name.into(),
+            type_text: "int(11)".into(),
+            primary_key: false,
+            charset: None,
+            members: Vec::new(),
+        };
+        let mut history = SchemaHistory::default();
+        history.seed(vec![("shop".into(), "r".into(), vec![def("a"), def("c")])], &at(1000));
+        history.apply_ddl("CREATE TABLE r (a INT, b INT)", "shop", &at(100));
+        assert_eq!(
+            history.seed_disagreement("shop", "r", &at(1500)),
+            Some((
+                vec!["a".to_string(), "b".to_string()],
+                vec!["a".to_string(), "c".to_string()]
+            ))
+        );
+        assert_eq!(
+            history.seed_disagreement("shop", "r", &at(500)),
+            None,
+            "only at the seed"
+        );
     }
 }

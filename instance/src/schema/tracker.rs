@@ -167,6 +167,21 @@ impl SchemaTracker {
     }
 
     fn complete_from_history(&mut self, info: &mut TableInfo, at: &BinlogPosition) {
+        if let Some((derived, seed)) = self.history.seed_disagreement(&info.schema, &info.table, at)
+            && self
+                .warnings
+                .insert((info.schema.clone(), info.table.clone(), "seed".into()))
+        {
+            tracing::warn!(
+                table = %format!("{}.{}", info.schema, info.table),
+                position = %at,
+                from_ddl = ?derived,
+                information_schema = ?seed,
+                "the DDL read from the binlog does not arrive at the columns information_schema reported here; \
+                 rows from here on use information_schema's, and rows before may have been named wrongly: set \
+                 binlog_row_metadata=FULL on the server"
+            );
+        }
         let outcome = match self.history.columns_at(&info.schema, &info.table, at) {
             Some(definition) => info.complete_from(definition),
             None => Err("the schema history has no definition of the table here".to_string()),
