@@ -279,3 +279,60 @@ async fn statement_text_of_row_events_follows_the_table_filter() {
         "each text comes right before its rows"
     );
 }
+
+#[tokio::test]
+async fn statement_dml_comes_with_its_context_as_canal_delivers_it() {
+    let db = MariaDb::shared();
+    let schema = "context_db";
+    setup_schema(
+        db,
+        schema,
+        &[
+            "CREATE TABLE a (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10), d DOUBLE)",
+            "CREATE TABLE marker (id INT PRIMARY KEY)",
+        ],
+    )
+    .await;
+    let fixture = Fixture::start(db, schema, "").await;
+    exec(
+        db,
+        schema,
+        &[
+            "SET SESSION binlog_format = 'STATEMENT'",
+            "INSERT INTO a (v) VALUES ('x')",
+            "SET @s = 'café', @n = 42, @r = 2.5, @z = NULL",
+            "INSERT INTO a (v, d) VALUES (@s, @n + @r + IFNULL(@z, 0))",
+            "SET SESSION binlog_format = 'ROW'",
+            "INSERT INTO marker VALUES (1)",
+        ],
+    )
+    .await;
+    let mut client = fixture.client().await;
+    let entries = receive_until(&mut client, |e| {
+        is_marker(e) && e.header.as_ref().is_some_and(|h| h.event_type() == EventType::Insert)
+    })
+    .await;
+    let texts: Vec<(EventType, String)> = statements(&entries)
+        .into_iter()
+        // Other tests' CREATE/DROP DATABASE on the shared server come too (DCL passes every table filter).
+        .filter(|(_, _, sql)| sql.starts_with("SET ") || sql.starts_with("INSERT INTO a "))
+        .map(|(kind, _, sql)| (kind, sql))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (EventType::Query, "SET INSERT_ID = 1".to_string()),
+            (EventType::Insert, "INSERT INTO a (v) VALUES ('x')".to_string()),
+            (EventType::Query, "SET INSERT_ID = 2".to_string()),
+            (EventType::Query, "SET @s := 'café'".to_string()),
+            (EventType::Query, "SET @n := 42".to_string()),
+            (EventType::Query, "SET @r := 2.5".to_string()),
+            (EventType::Query, "SET @z := NULL".to_string()),
+            (
+                EventType::Insert,
+                "INSERT INTO a (v, d) VALUES (@s, @n + @r + IFNULL(@z, 0))".to_string()
+            ),
+        ],
+        "each statement's context first, as canal delivers it"
+    );
+}

@@ -26,13 +26,21 @@ use crate::error::{Error, Result};
 use crate::protocol::entry::{self as canal, Entry, Header, Pair, RowChange, TransactionBegin, TransactionEnd};
 use crate::protocol::{EntryType, EventType};
 use crate::schema::SchemaTracker;
+use crate::schema::charset::decode_text;
 use crate::schema::column_type::Dialect;
+use value::java_float;
 
 /// MariaDB's ANNOTATE_ROWS event: the text of the statement whose row events follow (mysql_common leaves it
 /// undecoded).
 const MARIADB_ANNOTATE_ROWS_EVENT: u8 = 160;
 /// The TABLE_MAP event type, the only event that may stand between a statement's text and its rows.
 const TABLE_MAP_EVENT: u8 = 19;
+/// The QUERY event type, and the events that carry a statement's context just before it (statement-based
+/// replication): INSERT_ID/LAST_INSERT_ID, RAND() seeds, user variables.
+const QUERY_EVENT: u8 = 2;
+const INTVAR_EVENT: u8 = 5;
+const RAND_EVENT: u8 = 13;
+const USER_VAR_EVENT: u8 = 14;
 
 /// canal lets an empty transaction (all its rows filtered out) through at most this often, so cursors still move.
 const EMPTY_TRANSACTION_INTERVAL: Duration = Duration::from_secs(5);
@@ -131,6 +139,9 @@ pub struct Converter {
     /// The statement text of the row events that follow (MariaDB's annotate rows, MySQL's rows query), held back
     /// until a TABLE_MAP shows that one of its tables passes the filter.
     pending_statement: Option<PendingStatement>,
+    /// The context of the statement that follows (canal's `SET INSERT_ID = 5`, ...), held until that statement
+    /// proves to be delivered.
+    statement_context: Vec<PendingStatement>,
     txn_has_content: bool,
     last_empty_emit: Option<Instant>,
     skip: Option<ResumePoint>,
@@ -185,6 +196,7 @@ impl Converter {
             gtid_start: None,
             pending_begin: None,
             pending_statement: None,
+            statement_context: Vec::new(),
             txn_has_content: false,
             last_empty_emit: None,
             skip: resume.skip_through.is_some().then(|| resume.clone()),
@@ -220,6 +232,9 @@ impl Converter {
         if raw_type != TABLE_MAP_EVENT {
             // None of the statement's tables passed the filter: its text goes with them.
             self.pending_statement = None;
+        }
+        if !matches!(raw_type, INTVAR_EVENT | RAND_EVENT | USER_VAR_EVENT | QUERY_EVENT) {
+            self.statement_context.clear();
         }
         if raw_type == MARIADB_ANNOTATE_ROWS_EVENT {
             self.hold_statement(String::from_utf8_lossy(event.data()).into_owned(), info, false);
@@ -268,6 +283,21 @@ impl Converter {
             }
             Some(EventData::RowsQueryEvent(query)) => {
                 self.hold_statement(query.query().into_owned(), info, true);
+                Vec::new()
+            }
+            Some(EventData::IntvarEvent(intvar)) => {
+                // canal prints both kinds (INSERT_ID and LAST_INSERT_ID) the same way, as a signed 64-bit value.
+                self.hold_context(format!("SET INSERT_ID = {}", intvar.value() as i64), info);
+                Vec::new()
+            }
+            Some(EventData::RandEvent(rand)) => {
+                let (seed1, seed2) = (rand.seed1.0 as i64, rand.seed2.0 as i64);
+                self.hold_context(format!("SET SESSION rand_seed1 = {seed1} , rand_seed2 = {seed2}"), info);
+                Vec::new()
+            }
+            Some(EventData::UserVarEvent(var)) => {
+                let text = user_variable(&var).map_err(|message| self.decode_error(offset, message))?;
+                self.hold_context(text, info);
                 Vec::new()
             }
             Some(EventData::GtidEvent(gtid)) => {
@@ -510,6 +540,17 @@ impl Converter {
         }
     }
 
+    /// Keeps a statement's context (an INTVAR, RAND or USER_VAR event) until the statement after it is delivered.
+    fn hold_context(&mut self, sql: String, info: EventInfo) {
+        if self.options.dml {
+            self.statement_context.push(PendingStatement {
+                sql,
+                info,
+                names_table: false,
+            });
+        }
+    }
+
     /// Delivers the held statement text, as a QUERY entry before its rows, once a table it writes passes the
     /// filter. canal delivers it whatever the filter says; a consumer of one schema should not see another's SQL.
     fn release_statement(&mut self, schema: &str, table: &str) -> Vec<Converted> {
@@ -520,23 +561,28 @@ impl Converter {
         let Some(pending) = self.pending_statement.take() else {
             return Vec::new();
         };
-        let change = RowChange {
-            event_type: Some(EventType::Query as i32),
-            sql: Some(pending.sql),
-            ..Default::default()
-        };
         let table = if pending.names_table { table } else { "" };
-        let entry = Entry {
-            header: Some(self.header(&pending.info, "", table, Some(EventType::Query))),
-            entry_type: Some(EntryType::Rowdata as i32),
-            store_value: Some(Bytes::from(change.encode_to_vec())),
-        };
-        let converted = self.converted(entry, EntryKind::Statement, &pending.info, 0);
+        let converted = self.statement_text(&pending, table);
         if self.txn_start.is_some() {
             self.content(converted)
         } else {
             vec![converted]
         }
+    }
+
+    /// The QUERY entry canal makes of a statement's text or context: no schema, and the SQL only.
+    fn statement_text(&self, pending: &PendingStatement, table: &str) -> Converted {
+        let change = RowChange {
+            event_type: Some(EventType::Query as i32),
+            sql: Some(pending.sql.clone()),
+            ..Default::default()
+        };
+        let entry = Entry {
+            header: Some(self.header(&pending.info, "", table, Some(EventType::Query))),
+            entry_type: Some(EntryType::Rowdata as i32),
+            store_value: Some(Bytes::from(change.encode_to_vec())),
+        };
+        self.converted(entry, EntryKind::Statement, &pending.info, 0)
     }
 
     /// The second phase of an XA transaction: an XACOMMIT or XAROLLBACK entry, which no table filter applies to.
@@ -604,11 +650,21 @@ impl Converter {
             // A statement outside BEGIN/COMMIT is its own boundary; a GTID that preceded it belongs to it.
             self.gtid_start = None;
         }
+        let context = std::mem::take(&mut self.statement_context);
         if !wanted {
             if !in_transaction {
                 self.record_completed();
             }
             return Vec::new();
+        }
+        let mut produced: Vec<Converted> = Vec::new();
+        for pending in &context {
+            let converted = self.statement_text(pending, "");
+            if in_transaction {
+                produced.extend(self.content(converted));
+            } else {
+                produced.push(converted);
+            }
         }
         let change = RowChange {
             event_type: Some(statement.event_type as i32),
@@ -636,15 +692,51 @@ impl Converter {
             store_value: Some(Bytes::from(change.encode_to_vec())),
         };
         let converted = self.converted(entry, EntryKind::Statement, info, 0);
-        let converted = if in_transaction {
-            converted
-        } else {
-            self.complete(converted)
-        };
         if in_transaction {
-            self.content(converted)
+            produced.extend(self.content(converted));
         } else {
-            vec![converted]
+            let converted = self.complete(converted);
+            produced.push(converted);
         }
+        produced
     }
+}
+
+/// canal's text for a USER_VAR event: `SET @name := value`, strings quoted as they are, numbers as Java prints them.
+fn user_variable(var: &mysql_common::binlog::events::UserVarEvent<'_>) -> std::result::Result<String, String> {
+    use mysql_common::constants::ItemResult;
+    let name = var.name();
+    if var.is_null() {
+        return Ok(format!("SET @{name} := NULL"));
+    }
+    let bytes = var.value();
+    let value = match var.value_type() {
+        Ok(ItemResult::STRING_RESULT) => {
+            let collation = u16::try_from(var.charset()).unwrap_or(0);
+            return Ok(format!("SET @{name} := '{}'", decode_text(bytes, collation)));
+        }
+        Ok(ItemResult::REAL_RESULT) => {
+            let raw: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| format!("user variable @{name}: a REAL value of {} bytes", bytes.len()))?;
+            let x = f64::from_le_bytes(raw);
+            java_float(x, &x.to_string())
+        }
+        Ok(ItemResult::INT_RESULT) => match bytes.len() {
+            8 => i64::from_le_bytes(bytes.try_into().unwrap_or_default()).to_string(),
+            4 => u32::from_le_bytes(bytes.try_into().unwrap_or_default()).to_string(),
+            n => return Err(format!("user variable @{name}: an INT value of {n} bytes")),
+        },
+        Ok(ItemResult::DECIMAL_RESULT) => {
+            let (precision, scale) = match bytes {
+                [p, s, ..] if *p <= 65 && *s <= 30 && s <= p => (*p as usize, *s as usize),
+                _ => return Err(format!("user variable @{name}: a malformed DECIMAL value")),
+            };
+            let decimal = mysql_common::binlog::decimal::Decimal::read_bin(&bytes[2..], precision, scale, false)
+                .map_err(|e| format!("user variable @{name}: DECIMAL: {e}"))?;
+            decimal.to_string()
+        }
+        other => return Err(format!("user variable @{name}: unsupported value type {other:?}")),
+    };
+    Ok(format!("SET @{name} := {value}"))
 }
