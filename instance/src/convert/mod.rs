@@ -686,8 +686,13 @@ impl Converter {
             }
             _ => (schema, statement.table.as_str()),
         };
+        let mut header = self.header(info, header_schema, header_table, Some(statement.event_type));
+        if header_table.is_empty() {
+            // canal names a table only when its parser found one: none for CREATE/DROP DATABASE and the like.
+            header.table_name = None;
+        }
         let entry = Entry {
-            header: Some(self.header(info, header_schema, header_table, Some(statement.event_type))),
+            header: Some(header),
             entry_type: Some(EntryType::Rowdata as i32),
             store_value: Some(Bytes::from(change.encode_to_vec())),
         };
