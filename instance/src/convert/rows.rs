@@ -6,10 +6,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::Bytes;
 use mysql_common::binlog::events::RowsEventData;
-use mysql_common::binlog::row::BinlogRow;
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
+use mysql_common::misc::raw::RawInt;
+use mysql_common::misc::raw::int::LenEnc;
 use prost::Message;
 
 use super::encode::{ROW_CHANGE_ROW_DATAS, RenderedColumn, encode_row_data, put_message};
@@ -84,30 +85,26 @@ impl Converter {
                 count += 1;
                 Ok::<(), String>(())
             };
-            if matches!(rows, RowsEventData::PartialUpdateRowsEvent(_)) {
-                // JSON partial updates carry a shared image only mysql_common's row reader understands.
-                for row in rows.rows(&table.map) {
-                    let (before, after) = row.map_err(row_error)?;
-                    let values = |r: BinlogRow| -> Vec<Option<BinlogValue<'static>>> {
-                        (0..r.len())
-                            .map(|i| r.as_ref(i).map(|v| v.clone().into_owned()))
-                            .collect()
-                    };
-                    push(before.map(values), after.map(values))?;
-                }
-            } else {
-                let mut data = rows.rows_data();
-                while !data.is_empty() {
-                    let before = match rows.columns_before_image() {
-                        Some(_) => Some(read_image(&mut data, &info_table, &before_image).map_err(row_error)?),
-                        None => None,
-                    };
-                    let after = match rows.columns_after_image() {
-                        Some(_) => Some(read_image(&mut data, &info_table, &after_image).map_err(row_error)?),
-                        None => None,
-                    };
-                    push(before, after)?;
-                }
+            // A partial JSON update's after image starts with a shared part: which JSON columns hold diffs.
+            let partial = matches!(rows, RowsEventData::PartialUpdateRowsEvent(_));
+            let mut data = rows.rows_data();
+            while !data.is_empty() {
+                let before = match rows.columns_before_image() {
+                    Some(_) => Some(read_image(&mut data, &info_table, &before_image, &[]).map_err(row_error)?),
+                    None => None,
+                };
+                let after = match rows.columns_after_image() {
+                    Some(_) => {
+                        let diffs = if partial {
+                            read_partial_json_columns(&mut data, &info_table).map_err(row_error)?
+                        } else {
+                            Vec::new()
+                        };
+                        Some(read_image(&mut data, &info_table, &after_image, &diffs).map_err(row_error)?)
+                    }
+                    None => None,
+                };
+                push(before, after)?;
             }
             Ok(count)
         }))
@@ -135,10 +132,12 @@ impl Converter {
 /// Reads one row image (null bitmap, then the values of the non-NULL columns in `image`) straight from the rows
 /// event's bytes. mysql_common's own row reader also builds a full column description (schema, table and column
 /// names copied) for every row, which profiling showed to be a third of the instance's CPU time.
+/// `json_diffs[i]` says column `i` holds a partial JSON update (see [`read_partial_json_columns`]).
 fn read_image(
     data: &mut &[u8],
     table: &TableInfo,
     image: &[usize],
+    json_diffs: &[bool],
 ) -> std::io::Result<Vec<Option<BinlogValue<'static>>>> {
     let mut buf = ParseBuf(data);
     let null_bitmap: &[u8] = buf.parse(image.len().div_ceil(8))?;
@@ -160,12 +159,38 @@ fn read_image(
             values.push(Some(BinlogValue::Value(read_time2(&mut buf, fsp)?)));
             continue;
         }
-        let ctx = (column.column_type, column.meta.as_slice(), column.unsigned, false);
+        let is_diff = json_diffs.get(index).copied().unwrap_or(false);
+        let ctx = (column.column_type, column.meta.as_slice(), column.unsigned, is_diff);
         values.push(Some(buf.parse::<BinlogValue<'_>>(ctx)?.into_owned()));
     }
     let consumed = data.len() - buf.0.len();
     *data = &data[consumed..];
     Ok(values)
+}
+
+/// Reads the shared part of a PARTIAL_UPDATE_ROWS after image (MySQL's `binlog_row_value_options=PARTIAL_JSON`):
+/// the value options, and when they say PARTIAL_JSON, one bit per JSON column of the table (in column order, least
+/// significant bit first) telling whether its value is a diff. Returns, per column, whether it holds a diff.
+fn read_partial_json_columns(data: &mut &[u8], table: &TableInfo) -> std::io::Result<Vec<bool>> {
+    const PARTIAL_JSON_UPDATES: u64 = 1;
+    let mut buf = ParseBuf(data);
+    let options = *buf.parse::<RawInt<LenEnc>>(())?;
+    let mut diffs = vec![false; table.columns.len()];
+    if options & PARTIAL_JSON_UPDATES != 0 {
+        let json: Vec<usize> = (table.columns.iter())
+            .filter(|c| c.column_type == ColumnType::MYSQL_TYPE_JSON)
+            .map(|c| c.index)
+            .collect();
+        let bits: &[u8] = buf.parse(json.len().div_ceil(8))?;
+        for (n, &index) in json.iter().enumerate() {
+            if let Some(flag) = diffs.get_mut(index) {
+                *flag = bits[n / 8] & (1 << (n % 8)) != 0;
+            }
+        }
+    }
+    let consumed = data.len() - buf.0.len();
+    *data = &data[consumed..];
+    Ok(diffs)
 }
 
 /// Decodes a TIME2 value (MySQL 5.6.4+ and MariaDB's `mysql56_temporal_format`): a big-endian 24-bit integer part

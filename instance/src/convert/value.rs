@@ -38,6 +38,54 @@ pub struct Rendered {
     pub value: Option<String>,
 }
 
+/// A MySQL partial JSON update (`binlog_row_value_options=PARTIAL_JSON`) as the calls that would make it, as canal
+/// and mysqlbinlog print it: `JSON_REMOVE(JSON_REPLACE(doc, '$.a', 1, '$.b', "x"), '$.c')`, runs of one function
+/// folded into one call.
+fn json_diff_text(column: &str, diffs: &[mysql_common::binlog::jsondiff::JsonDiff<'_>]) -> Result<String, String> {
+    use mysql_common::binlog::jsondiff::JsonDiffOperation;
+    let names: Vec<&str> = diffs
+        .iter()
+        .map(|d| match d.operation() {
+            JsonDiffOperation::REPLACE => "JSON_REPLACE",
+            JsonDiffOperation::INSERT if d.path().last() == Some(&b']') => "JSON_ARRAY_INSERT",
+            JsonDiffOperation::INSERT => "JSON_INSERT",
+            JsonDiffOperation::REMOVE => "JSON_REMOVE",
+        })
+        .collect();
+    let mut text = String::new();
+    for i in (0..names.len()).rev() {
+        if i == 0 || names[i - 1] != names[i] {
+            text.push_str(names[i]);
+            text.push('(');
+        }
+    }
+    text.push_str(column);
+    if diffs.is_empty() {
+        return Ok(text);
+    }
+    text.push_str(", ");
+    for (i, diff) in diffs.iter().enumerate() {
+        text.push('\'');
+        text.push_str(&diff.path_str());
+        text.push('\'');
+        if let Some(value) = diff.value() {
+            let json = serde_json::Value::try_from(value.clone()).map_err(|e| format!("JSON diff value: {e}"))?;
+            text.push_str(", ");
+            text.push_str(&mysql_json_text(&json));
+        }
+        match names.get(i + 1) {
+            None => text.push(')'),
+            Some(next) => {
+                if *next != names[i] {
+                    text.push(')');
+                }
+                text.push_str(", ");
+            }
+        }
+    }
+    Ok(text)
+}
+
 /// Renders one non-NULL value of `column`. An error means the value does not fit the column's declared type.
 pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZone) -> Result<Rendered, String> {
     use ColumnType::*;
@@ -60,7 +108,7 @@ pub fn render(column: &ColumnInfo, value: &BinlogValue<'_>, tz: &jiff::tz::TimeZ
             return plain(sql_type::VARCHAR, mysql_json_text(&json));
         }
         BinlogValue::JsonDiff(diffs) => {
-            return plain(sql_type::VARCHAR, format!("{diffs:?}"));
+            return plain(sql_type::VARCHAR, json_diff_text(&column.name, diffs)?);
         }
     };
     let mismatch = || format!("value {v:?} does not fit column type {:?}", column.column_type);
@@ -424,6 +472,37 @@ pub fn mysql_json_text(value: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn partial_json_updates_read_as_the_calls_that_make_them() {
+        use mysql_common::binlog::jsondiff::JsonDiff;
+        use mysql_common::io::ParseBuf;
+        // operation, path (length-prefixed), value (length-prefixed: JSONB type INT16, little-endian).
+        let bytes: Vec<u8> = [
+            &[0u8, 3][..],
+            b"$.a",
+            &[3, 0x05, 1, 0],
+            &[0, 3],
+            b"$.b",
+            &[3, 0x05, 2, 0],
+            &[2, 3],
+            b"$.c",
+            &[1, 4],
+            b"$[0]",
+            &[3, 0x05, 3, 0],
+        ]
+        .concat();
+        let mut buf = ParseBuf(&bytes);
+        let mut diffs = Vec::new();
+        while !buf.is_empty() {
+            diffs.push(buf.parse::<JsonDiff<'_>>(()).unwrap());
+        }
+        assert_eq!(
+            super::json_diff_text("doc", &diffs).unwrap(),
+            "JSON_ARRAY_INSERT(JSON_REMOVE(JSON_REPLACE(doc, '$.a', 1, '$.b', 2), '$.c'), '$[0]', 3)"
+        );
+        assert_eq!(super::json_diff_text("doc", &[]).unwrap(), "doc");
+    }
+
     use super::*;
 
     #[test]
