@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use canal_e2e::{InstanceProcess, MariaDb, ZooKeeper, eventually, free_port};
-use canal_instance::client::{ClusterClient, GetWait};
+use canal_instance::client::{CanalClient, ClusterClient, GetWait};
 use canal_instance::protocol::entry::{Pair, RowChange, TransactionBegin, TransactionEnd};
 use canal_instance::protocol::{Entry, EntryType};
 use common::{BINARY, Fixture, changes, exec, setup_schema, value_of};
@@ -231,6 +231,60 @@ fn assert_once_each(acked: &Received, after: &Received) {
     );
 }
 
+/// The two consumers of these tests (one server, or the active one through ZooKeeper) behind one face.
+trait Consumer {
+    async fn fetch(&mut self, size: i32) -> Result<canal_instance::client::Message, String>;
+    async fn acknowledge(&mut self, batch_id: i64);
+}
+
+impl Consumer for CanalClient {
+    async fn fetch(&mut self, size: i32) -> Result<canal_instance::client::Message, String> {
+        self.get_without_ack(size, GetWait::Up(Duration::from_millis(300)))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn acknowledge(&mut self, batch_id: i64) {
+        self.ack(batch_id).await.unwrap();
+    }
+}
+
+impl Consumer for ClusterClient {
+    async fn fetch(&mut self, size: i32) -> Result<canal_instance::client::Message, String> {
+        self.get_without_ack(size, GetWait::Up(Duration::from_millis(300)))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn acknowledge(&mut self, batch_id: i64) {
+        self.ack(batch_id).await.unwrap();
+    }
+}
+
+/// Gets batches of `size` entries and acks them into `received` until `done` holds (a failed get, as while a
+/// standby takes over, is retried).
+async fn consume_until(
+    client: &mut impl Consumer,
+    received: &mut Received,
+    size: i32,
+    what: &str,
+    done: impl Fn(&Received) -> bool,
+) {
+    eventually(Duration::from_secs(90), what, async || {
+        let message = client.fetch(size).await?;
+        if message.batch_id != -1 {
+            received.take(&message.entries);
+            client.acknowledge(message.batch_id).await;
+        }
+        if done(received) {
+            Ok(())
+        } else {
+            Err(format!("{} rows so far", received.ids.len()))
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn sigkill_in_the_middle_of_an_xa_transaction_loses_and_repeats_nothing() {
     let db = MariaDb::shared();
@@ -245,20 +299,8 @@ async fn sigkill_in_the_middle_of_an_xa_transaction_loses_and_repeats_nothing() 
 
     let mut client = fixture.client().await;
     let mut acked = Received::of("restart");
-    eventually(Duration::from_secs(60), "1000 acknowledged rows", async || {
-        let message = client
-            .get_without_ack(3, GetWait::Up(Duration::from_millis(300)))
-            .await
-            .unwrap();
-        if message.batch_id != -1 {
-            acked.take(&message.entries);
-            client.ack(message.batch_id).await.unwrap();
-        }
-        if acked.ids.len() >= 1000 {
-            Ok(())
-        } else {
-            Err(format!("stalled at {} rows", acked.ids.len()))
-        }
+    consume_until(&mut client, &mut acked, 3, "1000 acknowledged rows", |r| {
+        r.ids.len() >= 1000
     })
     .await;
     // Its answer proves the server processed the last ack.
@@ -268,20 +310,8 @@ async fn sigkill_in_the_middle_of_an_xa_transaction_loses_and_repeats_nothing() 
 
     let mut client = fixture.client().await;
     let mut after = Received::of("restart");
-    eventually(Duration::from_secs(60), "the rest after the restart", async || {
-        let message = client
-            .get_without_ack(100, GetWait::Up(Duration::from_millis(300)))
-            .await
-            .unwrap();
-        if message.batch_id != -1 {
-            after.take(&message.entries);
-            client.ack(message.batch_id).await.unwrap();
-        }
-        if after.ids.contains(&(ROWS + 1)) {
-            Ok(())
-        } else {
-            Err(format!("after the restart only {} rows arrived", after.ids.len()))
-        }
+    consume_until(&mut client, &mut after, 100, "the rest after the restart", |r| {
+        r.ids.contains(&(ROWS + 1))
     })
     .await;
     assert_once_each(&acked, &after);
@@ -312,43 +342,16 @@ async fn failover_in_the_middle_of_an_xa_transaction_loses_and_repeats_nothing()
     let mut client = ClusterClient::new(&zookeeper.servers, "example", "1001", "");
     client.retry_delay = Duration::from_millis(200);
     let mut acked = Received::of("failover");
-    eventually(Duration::from_secs(60), "1000 acknowledged rows", async || {
-        let message = client
-            .get_without_ack(3, GetWait::Up(Duration::from_millis(300)))
-            .await
-            .unwrap();
-        if message.batch_id != -1 {
-            acked.take(&message.entries);
-            client.ack(message.batch_id).await.unwrap();
-        }
-        if acked.ids.len() >= 1000 {
-            Ok(())
-        } else {
-            Err(format!("stalled at {} rows", acked.ids.len()))
-        }
+    consume_until(&mut client, &mut acked, 3, "1000 acknowledged rows", |r| {
+        r.ids.len() >= 1000
     })
     .await;
     client.get_without_ack(1, GetWait::No).await.unwrap();
     a.kill();
 
     let mut after = Received::of("failover");
-    eventually(Duration::from_secs(90), "the rest from the standby", async || {
-        let message = match client
-            .get_without_ack(100, GetWait::Up(Duration::from_millis(300)))
-            .await
-        {
-            Ok(message) => message,
-            Err(e) => return Err(format!("standby not serving yet: {e}")),
-        };
-        if message.batch_id != -1 {
-            after.take(&message.entries);
-            client.ack(message.batch_id).await.unwrap();
-        }
-        if after.ids.contains(&(ROWS + 1)) {
-            Ok(())
-        } else {
-            Err(format!("after the failover only {} rows arrived", after.ids.len()))
-        }
+    consume_until(&mut client, &mut after, 100, "the rest from the standby", |r| {
+        r.ids.contains(&(ROWS + 1))
     })
     .await;
     drop(b);
