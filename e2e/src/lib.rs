@@ -9,6 +9,7 @@
 
 pub mod canal_server;
 pub mod control_plane;
+pub mod kafka;
 pub mod kubelet;
 pub mod node;
 pub mod prometheus;
