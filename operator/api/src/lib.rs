@@ -326,6 +326,7 @@ fn default_mem_unit() -> u32 {
 }
 
 pub mod crd;
+pub mod sink;
 pub mod validate;
 pub mod zk;
 pub use crd::{CanalInstance, CanalInstanceSpec, CanalInstanceStatus, DeletionPolicy, Member, SecretKeyRef};

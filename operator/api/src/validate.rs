@@ -220,6 +220,22 @@ pub fn table_regexes(field: &str, list: &str) -> Result<Option<RegexSet>, Config
 }
 
 /// The first Perl-only construct in `pattern`, named for the error message.
+/// One canal regex (Perl syntax as canal reads it): matches the whole name, ignoring case.
+pub fn canal_regex(field: &str, pattern: &str) -> Result<regex::Regex, ConfigError> {
+    if let Some(construct) = perl_only(pattern) {
+        return Err(ConfigError::FilterRegex {
+            field: field.into(),
+            pattern: pattern.into(),
+            message: format!("{construct} is Perl regex syntax that canal accepts but canal-rs does not"),
+        });
+    }
+    regex::Regex::new(&format!("(?is)^(?:{pattern})$")).map_err(|e| ConfigError::FilterRegex {
+        field: field.into(),
+        pattern: pattern.into(),
+        message: e.to_string(),
+    })
+}
+
 fn perl_only(pattern: &str) -> Option<&'static str> {
     const CONSTRUCTS: [(&str, &str); 7] = [
         ("(?=", "look-ahead `(?=`"),
