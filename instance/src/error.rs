@@ -86,6 +86,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Building or publishing a sink's records.
+    #[error("sink: {0}")]
+    Sink(String),
     #[error("canal protocol error: {0}")]
     Protocol(String),
     #[error("canal server replied error {code}: {message}")]
@@ -138,6 +141,7 @@ impl Error {
             Error::ZooKeeper { .. } => "zookeeper",
             Error::Meta { .. } => "meta",
             Error::Io { .. } => "io",
+            Error::Sink(_) => "sink",
             Error::Protocol(_) => "protocol",
             Error::Server { .. } => "server",
         }

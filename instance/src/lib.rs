@@ -14,7 +14,8 @@
 //! - [`convert`] turns row and query events into canal Entries and applies the filters.
 //! - [`store`] buffers entries into batches with backpressure, and tracks what each client acknowledged.
 //! - [`meta`] persists each client's cursor and the schema history, in a file or in ZooKeeper.
-//! - [`server`] speaks canal's TCP protocol ([`protocol`]) to clients.
+//! - [`server`] speaks canal's TCP protocol ([`protocol`]) to clients; [`sink`] publishes the same batches in
+//!   canal's MQ format.
 //! - [`ha`] elects the active instance in canal's ZooKeeper layout; [`observe`] shows what happens.
 //! - [`instance`] wires these together for one destination; [`decode`] runs a local binlog file through the same
 //!   converter.
@@ -35,6 +36,7 @@ pub mod observe;
 pub mod protocol;
 pub mod schema;
 pub mod server;
+pub mod sink;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["meta"],
     &["observe"],
     &["server"],
+    &["sink"],
     &["config"],
     &["client"],
     &["instance", "decode"],

@@ -91,6 +91,30 @@ pub fn messages_frame(batch_id: i64, entries: &[Bytes]) -> Vec<u8> {
     out
 }
 
+/// The Packet of [`messages_frame`] without the frame's length prefix: the value of a record in canal's non-flat
+/// MQ format.
+pub fn messages_packet(batch_id: i64, entries: &[Bytes]) -> Vec<u8> {
+    let mut frame = messages_frame(batch_id, entries);
+    frame.drain(..4);
+    frame
+}
+
+/// A Packet of MESSAGES built the way canal serializes a batch it assembled itself rather than received whole:
+/// version 1, and a Messages body with the entries and no batch id.
+pub fn rebuilt_messages_packet(entries: &[Bytes]) -> Vec<u8> {
+    let body = packet::Messages {
+        messages: entries.to_vec(),
+        ..Default::default()
+    };
+    let packet = packet::Packet {
+        version_present: Some(packet::packet::VersionPresent::Version(1)),
+        r#type: PacketType::Messages as i32,
+        body: body.encode_to_vec().into(),
+        ..Default::default()
+    };
+    packet.encode_to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

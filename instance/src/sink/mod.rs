@@ -1,0 +1,5 @@
+//! The sinks: where batches go besides canal's TCP clients, in canal's MQ formats. [`mq`] turns a batch into the
+//! Kafka records canal 1.1.7 would publish for it (topics, partitions, values) and [`flat`] is canal's FlatMessage.
+
+pub mod flat;
+pub mod mq;
