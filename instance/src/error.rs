@@ -89,6 +89,11 @@ pub enum Error {
     /// Building or publishing a sink's records.
     #[error("sink: {0}")]
     Sink(String),
+    #[error(
+        "sink: another producer took Kafka transactional id `{transactional_id}` (another instance of this \
+         destination became active): this one publishes nothing more"
+    )]
+    SinkFenced { transactional_id: String },
     #[error("canal protocol error: {0}")]
     Protocol(String),
     #[error("canal server replied error {code}: {message}")]
@@ -142,6 +147,7 @@ impl Error {
             Error::Meta { .. } => "meta",
             Error::Io { .. } => "io",
             Error::Sink(_) => "sink",
+            Error::SinkFenced { .. } => "sink_fenced",
             Error::Protocol(_) => "protocol",
             Error::Server { .. } => "server",
         }
