@@ -83,6 +83,14 @@ fi
 if ! command -v ip >/dev/null 2>&1; then
     missing+=(iproute2)
 fi
+# The Kafka sink links librdkafka, which rdkafka-sys builds from the source the crate ships with its own configure
+# script: a C compiler, make and perl.
+if ! command -v cc >/dev/null 2>&1 || ! command -v make >/dev/null 2>&1; then
+    missing+=(build-essential)
+fi
+if ! command -v perl >/dev/null 2>&1; then
+    missing+=(perl)
+fi
 # actionlint (operator/tests/release_workflow.rs) checks the workflow's shell steps with it when present.
 if ! command -v shellcheck >/dev/null 2>&1; then
     missing+=(shellcheck)
