@@ -4,15 +4,5 @@
 # canal-bench-consumer.jar our launcher and consumer. Skipped when nothing changed since the last build.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-out="$(cd "$here/../.." && pwd -P)/target/bench-bin/canal"
-stamp="$out/.built"
-if [ -f "$stamp" ] && [ -f "$out/canal-bench-consumer.jar" ] && [ -d "$out/lib" ] \
-    && [ -z "$(find "$here/pom.xml" "$here/src" -newer "$stamp" -print -quit)" ]; then
-    echo "$out"
-    exit 0
-fi
-MVN=${MVN:-mvn}
-rm -rf "$out/lib"
-(cd "$here" && "$MVN" -q -B -Dstyle.color=never package) >&2
-touch "$stamp"
-echo "$out"
+root="$(cd "$here/../.." && pwd -P)"
+exec bash "$root/e2e/maven-build.sh" "$here" "$root/target/bench-bin/canal" canal-bench-consumer.jar

@@ -5,15 +5,5 @@
 # last build.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
-out="$(cd "$here/../.." && pwd -P)/target/canal-mq"
-stamp="$out/.built"
-if [ -f "$stamp" ] && [ -f "$out/canal-mq-oracle.jar" ] && [ -d "$out/lib" ] \
-    && [ -z "$(find "$here/pom.xml" "$here/src" -newer "$stamp" -print -quit)" ]; then
-    echo "$out"
-    exit 0
-fi
-MVN=${MVN:-mvn}
-rm -rf "$out/lib"
-(cd "$here" && "$MVN" -q -B -Dstyle.color=never package) >&2
-touch "$stamp"
-echo "$out"
+root="$(cd "$here/../.." && pwd -P)"
+exec bash "$root/e2e/maven-build.sh" "$here" "$root/target/canal-mq" canal-mq-oracle.jar
