@@ -741,7 +741,11 @@ fn user_variable(var: &mysql_common::binlog::events::UserVarEvent<'_>) -> std::r
                 .map_err(|e| format!("user variable @{name}: DECIMAL: {e}"))?;
             decimal.to_string()
         }
-        other => return Err(format!("user variable @{name}: unsupported value type {other:?}")),
+        // canal prints NULL for a type it does not read; there is nothing in such a value a consumer could use.
+        other => {
+            tracing::warn!(variable = %name, value_type = ?other, "user variable of a type canal does not read; given as NULL");
+            return Ok(format!("SET @{name} := NULL"));
+        }
     };
     Ok(format!("SET @{name} := {value}"))
 }
