@@ -436,6 +436,27 @@ mod tests {
     }
 
     #[test]
+    fn invalid_sink_settings_name_the_key() {
+        let sink = |extra: &str| -> KafkaSink {
+            serde_yaml::from_str(&format!("bootstrapServers: k:9092\ntopic: example\n{extra}")).unwrap()
+        };
+        assert_eq!(validate_kafka(&sink("")), Ok(()));
+        let cases = [
+            ("dynamicTopic: 'a(b'", "sink.kafka.dynamicTopic"),
+            ("partitionHash: 'shop.t:id'", "sink.kafka.partitionsNum"),
+            ("partitionsNum: 0", "sink.kafka.partitionsNum"),
+            ("dynamicTopicPartitionNum: 'shop:x'", "sink.kafka.dynamicTopicPartitionNum"),
+            ("producer: {transactional.id: x}", "sink.kafka.producer.transactional.id"),
+            ("security: {protocol: SASL_SSL}", "sink.kafka.security"),
+        ];
+        for (extra, field) in cases {
+            let error = validate_kafka(&sink(extra)).unwrap_err().to_string();
+            assert!(error.contains(field), "{extra}: {error}");
+        }
+        assert!(serde_yaml::from_str::<KafkaSink>("bootstrapServers: k\ntopic: t\nflat: true\n").is_err());
+    }
+
+    #[test]
     fn topic_partition_counts_need_a_count() {
         let rules = topic_partitions_rules("shop.*:3,audit:1").unwrap();
         assert!(rules[0].matches("shop_orders") && rules[0].partitions == 3);
