@@ -445,8 +445,14 @@ mod tests {
             ("dynamicTopic: 'a(b'", "sink.kafka.dynamicTopic"),
             ("partitionHash: 'shop.t:id'", "sink.kafka.partitionsNum"),
             ("partitionsNum: 0", "sink.kafka.partitionsNum"),
-            ("dynamicTopicPartitionNum: 'shop:x'", "sink.kafka.dynamicTopicPartitionNum"),
-            ("producer: {transactional.id: x}", "sink.kafka.producer.transactional.id"),
+            (
+                "dynamicTopicPartitionNum: 'shop:x'",
+                "sink.kafka.dynamicTopicPartitionNum",
+            ),
+            (
+                "producer: {transactional.id: x}",
+                "sink.kafka.producer.transactional.id",
+            ),
             ("security: {protocol: SASL_SSL}", "sink.kafka.security"),
         ];
         for (extra, field) in cases {
