@@ -15,6 +15,7 @@ set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
 SERVICE_NAME=kafka.sh
+PIDINFO_NAME=kafka.pidinfo
 # shellcheck source=lib.sh
 . "$(dirname "$SELF")/lib.sh"
 
@@ -101,17 +102,6 @@ run_tool() {
     "$JAVA" "${TOOL_JVM_OPTS[@]}" "${log4j[@]}" -cp "$LIB/*" "$@"
 }
 
-port_is_free() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket,sys
-s=socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try: s.bind(("127.0.0.1",int(sys.argv[1])))
-except OSError: sys.exit(1)' "$1"
-    elif (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-        return 1
-    fi
-}
 
 # api_versions PORT: a real Kafka request. Sends ApiVersions v0 (correlation id 7) and succeeds when the broker
 # answers it without error. A KRaft broker serves its client listener only once it has caught up with the metadata
@@ -125,13 +115,6 @@ api_versions() {
     [[ "$reply" =~ ^[0-9a-f]{8}000000070000$ ]]
 }
 
-# Read "PID STARTTIME" from DIR/kafka.pidinfo into SVC_PID / SVC_ST.
-read_pidinfo() {
-    SVC_PID="" SVC_ST=""
-    if [ -f "$1/kafka.pidinfo" ]; then
-        read -r SVC_PID SVC_ST <"$1/kafka.pidinfo" || true
-    fi
-}
 
 # Read "PORT CONTROLLER_PORT" from DIR/ports into PORT / CONTROLLER_PORT.
 read_ports() {
@@ -141,13 +124,6 @@ read_ports() {
     fi
 }
 
-# start_watchdog OWNER DIR SVC_PID SVC_STARTTIME: (re)start the watchdog.
-start_watchdog() {
-    local owner=$1 dir=$2 owner_st
-    kill_watchdog "$dir"
-    owner_st=$(starttime_of "$owner") || die "--owner-pid $owner: process is gone"
-    spawn_watchdog "$owner" "$owner_st" "$dir" "$3" "$4"
-}
 
 # random_cluster_id: a Kafka Uuid (16 random bytes, base64url without padding, not starting with '-').
 random_cluster_id() {
@@ -372,6 +348,10 @@ cmd_start() {
     fi
     local fixed_port=0
     [ -z "$port" ] || fixed_port=1
+    # The readiness probe cannot tell this broker from another one already listening there.
+    if [ "$fixed_port" = 1 ] && ! port_is_free "$port"; then
+        die "127.0.0.1:$port (--port) is taken; stop what listens there or choose another port"
+    fi
 
     # Clean up whatever we started if we fail half-way.
     STARTED_PID="" STARTED_ST="" WATCHDOG_STARTED=0
@@ -485,17 +465,6 @@ cmd_start() {
     echo "$dir/env"
 }
 
-start_failed_cleanup() {
-    local rc=$? dir=$START_DIR
-    if [ -n "${STARTED_PID:-}" ]; then
-        terminate "$STARTED_PID" "$STARTED_ST" || true
-        rm -f "$dir/kafka.pidinfo"
-    fi
-    if [ "${WATCHDOG_STARTED:-0}" = 1 ]; then
-        kill_watchdog "$dir"
-    fi
-    exit "$rc"
-}
 
 # ---------------------------------------------------------------- main
 

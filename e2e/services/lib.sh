@@ -251,3 +251,50 @@ stop_args() {
         STOP_DIR=$(cd "$dir" && pwd -P)
     fi
 }
+
+# ---------------------------------------------------------------- single-process services (mariadb.sh, kafka.sh)
+# Each sets PIDINFO_NAME: the file in DIR that holds "PID STARTTIME" of its server process.
+
+# read_pidinfo DIR: SVC_PID and SVC_ST of DIR's server, empty when there is none.
+# shellcheck disable=SC2034 # SVC_PID and SVC_ST are read by the sourcing script
+read_pidinfo() {
+    SVC_PID="" SVC_ST=""
+    if [ -f "$1/$PIDINFO_NAME" ]; then
+        read -r SVC_PID SVC_ST <"$1/$PIDINFO_NAME" || true
+    fi
+}
+
+# port_is_free PORT: whether 127.0.0.1:PORT can be bound, with SO_REUSEADDR like the servers themselves, so that
+# TIME_WAIT leftovers do not count.
+port_is_free() {
+    if command -v python3 >/dev/null 2>&1; then
+        python3 -c 'import socket,sys
+s=socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try: s.bind(("127.0.0.1",int(sys.argv[1])))
+except OSError: sys.exit(1)' "$1"
+    else
+        ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    fi
+}
+
+# start_watchdog OWNER DIR SVC_PID SVC_STARTTIME: (re)start the watchdog.
+start_watchdog() {
+    local owner=$1 dir=$2 owner_st
+    kill_watchdog "$dir"
+    owner_st=$(starttime_of "$owner") || die "--owner-pid $owner: process is gone"
+    spawn_watchdog "$owner" "$owner_st" "$dir" "$3" "$4"
+}
+
+# The EXIT trap of a start: stop the half-started server (STARTED_PID, STARTED_ST) and the watchdog of START_DIR.
+start_failed_cleanup() {
+    local rc=$? dir=$START_DIR
+    if [ -n "${STARTED_PID:-}" ]; then
+        terminate "$STARTED_PID" "$STARTED_ST" || true
+        rm -f "$dir/$PIDINFO_NAME"
+    fi
+    if [ "${WATCHDOG_STARTED:-0}" = 1 ]; then
+        kill_watchdog "$dir"
+    fi
+    exit "$rc"
+}

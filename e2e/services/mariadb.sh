@@ -12,6 +12,7 @@ set -euo pipefail
 
 SELF="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
 SERVICE_NAME=mariadb.sh
+PIDINFO_NAME=mariadbd.pidinfo
 # shellcheck source=lib.sh
 . "$(dirname "$SELF")/lib.sh"
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -31,18 +32,6 @@ EOF
 # ---------------------------------------------------------------- helpers
 # (log, die, alive, terminate, detach, free_ports, watchdog: see lib.sh)
 
-port_is_free() {
-    if command -v python3 >/dev/null 2>&1; then
-        # SO_REUSEADDR like the server itself: TIME_WAIT leftovers do not count.
-        python3 -c 'import socket,sys
-s=socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try: s.bind(("127.0.0.1",int(sys.argv[1])))
-except OSError: sys.exit(1)' "$1"
-    else
-        ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-    fi
-}
 
 find_bins() {
     MARIADBD=$(command -v mariadbd || true)
@@ -53,21 +42,7 @@ find_bins() {
     fi
 }
 
-# Read "PID STARTTIME" from DIR/mariadbd.pidinfo into SVC_PID / SVC_ST.
-read_pidinfo() {
-    SVC_PID="" SVC_ST=""
-    if [ -f "$1/mariadbd.pidinfo" ]; then
-        read -r SVC_PID SVC_ST <"$1/mariadbd.pidinfo" || true
-    fi
-}
 
-# start_watchdog OWNER DIR SVC_PID SVC_STARTTIME: (re)start the watchdog.
-start_watchdog() {
-    local owner=$1 dir=$2 owner_st
-    kill_watchdog "$dir"
-    owner_st=$(starttime_of "$owner") || die "--owner-pid $owner: process is gone"
-    spawn_watchdog "$owner" "$owner_st" "$dir" "$3" "$4"
-}
 
 sock_dir_of() {
     # A separate short socket directory is used when DIR is too long for a
@@ -355,17 +330,6 @@ SQL
     echo "$dir/env"
 }
 
-start_failed_cleanup() {
-    local rc=$? dir=$START_DIR
-    if [ -n "${STARTED_PID:-}" ]; then
-        terminate "$STARTED_PID" "$STARTED_ST" || true
-        rm -f "$dir/mariadbd.pidinfo"
-    fi
-    if [ "${WATCHDOG_STARTED:-0}" = 1 ]; then
-        kill_watchdog "$dir"
-    fi
-    exit "$rc"
-}
 
 # ---------------------------------------------------------------- main
 
